@@ -1,0 +1,29 @@
+# Every target sets up its own virtual environment, so a fresh clone needs only python3 (>= 3.11).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: venv test lint format clean
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	# torch sits in the same command as everything else so pip never swaps in a CUDA build to satisfy a range
+	$(PY) -m pip install -q -c constraints.txt -e '.[test]' 'torch==2.13.0'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check mmjax tests configs experiments
+	$(VENV)/bin/ruff format --check mmjax tests configs experiments
+
+format: $(STAMP)
+	$(VENV)/bin/ruff check --fix mmjax tests configs experiments
+	$(VENV)/bin/ruff format mmjax tests configs experiments
+
+test: lint
+	$(VENV)/bin/pytest
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

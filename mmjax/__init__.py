@@ -1,0 +1,25 @@
+"""mmjax: multimodal models in JAX/Flax.
+
+Modules are plain Linen modules: `model.init(rng, ...)` / `model.apply(variables, ...)` in your own code, with no
+framework globals. Pretrained Hugging Face directories load with `mmjax.load_pretrained(path)`.
+"""
+
+from mmjax.convert import load_pretrained, save_pretrained
+from mmjax.encoders import Bert, TextTransformer, ViT, build_tower
+from mmjax.layers import Encoded
+from mmjax.models import CLIP, BertModel
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CLIP",
+    "Bert",
+    "BertModel",
+    "Encoded",
+    "TextTransformer",
+    "ViT",
+    "__version__",
+    "build_tower",
+    "load_pretrained",
+    "save_pretrained",
+]

@@ -1,0 +1,92 @@
+"""`config.data` -> a prepared, random-access source for one split, plus what the pipeline must know of it."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Sequence
+
+import tensorflow_datasets as tfds
+
+from mmjax.data import builders, jsonl, real_datasets
+
+SOURCES = ("shapes", "easy_vqa", "fashion_mnist", "jsonl", "tfds")
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+    """A split ready to read: `data[i]` is a record dict, `len(data)` its size."""
+
+    data: Sequence
+    where: str  # "name/split", used to name records in errors
+    task: str
+    answers: tuple[str, ...] = ()
+    question_types: tuple[str, ...] = ()
+    fields: dict = dataclasses.field(default_factory=dict)
+
+
+def _data_dir(config) -> str | None:
+    data_dir = config.get("data_dir", None)
+    return os.path.expanduser(data_dir) if data_dir else None
+
+
+def make_builder(config) -> tfds.core.DatasetBuilder:
+    """The (unprepared) builder that `config.data.source` names; raises naming the key for unknown values."""
+    kind, data_dir = config.get("source", "shapes"), _data_dir(config)
+    if kind == "shapes":
+        opts = config.get("shapes", None) or {}
+        opts = opts.to_dict() if hasattr(opts, "to_dict") else dict(opts)
+        return builders.shapes_builder(data_dir, task=config.get("task", "image_text"), **opts)
+    if kind == "easy_vqa":
+        return real_datasets.easy_vqa_builder(data_dir, config.get("path", None), config.get("limit", None))
+    if kind == "fashion_mnist":
+        return real_datasets.fashion_mnist_builder(data_dir, config.get("path", None), config.get("limit", None))
+    if kind == "jsonl":
+        if not config.get("path", None):
+            raise ValueError(
+                "data.path: source 'jsonl' needs the directory holding train.jsonl / val.jsonl / test.jsonl"
+            )
+        return jsonl.jsonl_builder(
+            config.path,
+            data_dir,
+            task=config.get("task", None),
+            bad_records=config.get("bad_records", "skip"),
+            max_chars=config.get("max_text_chars", 1000),
+        )
+    raise ValueError(f"data.source: expected one of {SOURCES}, got {kind!r}")
+
+
+def open_source(config, split: str) -> Source:
+    """Prepares (first time only) and opens `split` of the dataset `config` describes.
+
+    Splits accept TFDS slicing, e.g. "train[:90%]". For source "tfds", `config.name` is a dataset already
+    prepared as array_record under `config.data_dir` (a local path or gs://), read as is: no download.
+    """
+    if config.get("source", "shapes") == "tfds":
+        if not config.get("name", None):
+            raise ValueError("data.name: source 'tfds' needs a dataset name, e.g. 'coco_captions:1.1.0'")
+        data = tfds.data_source(config.name, split=split, data_dir=_data_dir(config), download=False)
+        task = config.get("task", "image_text")
+        return Source(
+            data,
+            f"{config.name}/{split}",
+            task,
+            answers=tuple(config.get("answers", None) or ()),
+            question_types=tuple(config.get("question_types", None) or ()),
+            fields={k: v for k, v in (config.get("fields", None) or {}).items()},
+        )
+    builder = builders.prepare(make_builder(config))
+    meta = builder.info.metadata or {}
+    task = builder.builder_config.task if hasattr(builder.builder_config, "task") else _task_of(config)
+    return Source(
+        builder.as_data_source(split),
+        f"{builder.name}/{split}",
+        task,
+        answers=tuple(config.get("answers", None) or meta.get("answers", ())),
+        question_types=tuple(meta.get("question_types", ())),
+    )
+
+
+def _task_of(config) -> str:
+    # easy-VQA is only VQA and Fashion-MNIST only image-text, whatever the config says.
+    return {"easy_vqa": "vqa", "fashion_mnist": "image_text"}.get(config.get("source"), config.get("task"))

@@ -1,0 +1,42 @@
+"""One file per modality: raw arrays in -> layers.Encoded(tokens [B, T, D], mask [B, T], pooled [B, D]).
+
+`TOWERS` is the one table that names towers for configs: build_tower('vit', variant='B/16', ...).
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+
+from mmjax.encoders.text import Bert, BertEmbeddings, TextTransformer
+from mmjax.encoders.vit import VIT_SIZES, ViT, vit_variant
+
+TOWERS: dict[str, type[nn.Module]] = {
+    "vit": ViT,
+    "clip_text": TextTransformer,
+    "bert": Bert,
+}
+
+
+def build_tower(name: str, **kwargs) -> nn.Module:
+    """A tower by its table name; `variant=` expands named sizes for towers that have them (ViT)."""
+    if name not in TOWERS:
+        raise ValueError(f"unknown tower {name!r}; available: {sorted(TOWERS)}")
+    cls = TOWERS[name]
+    variant = kwargs.pop("variant", None)
+    if variant is not None:
+        if not hasattr(cls, "from_variant"):
+            raise ValueError(f"tower {name!r} has no named variants (got variant={variant!r})")
+        return cls.from_variant(variant, **kwargs)
+    return cls(**kwargs)
+
+
+__all__ = [
+    "TOWERS",
+    "VIT_SIZES",
+    "Bert",
+    "BertEmbeddings",
+    "TextTransformer",
+    "ViT",
+    "build_tower",
+    "vit_variant",
+]

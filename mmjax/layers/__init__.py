@@ -1,0 +1,37 @@
+"""Building blocks shared by every tower. Imports nothing else from mmjax."""
+
+from mmjax.layers.attention import MultiHeadAttention, causal_mask, combine_masks, padding_mask
+from mmjax.layers.embed import (
+    PatchEmbed,
+    PositionEmbed,
+    TokenEmbed,
+    TypeEmbed,
+    interpolate_posemb,
+    sincos_2d,
+)
+from mmjax.layers.encoded import Encoded, masked_mean
+from mmjax.layers.pooling import MAPHead
+from mmjax.layers.transformer import ACTIVATIONS, Block, Encoder, Mlp, dense, get_activation, layer_norm
+
+__all__ = [
+    "ACTIVATIONS",
+    "Block",
+    "Encoded",
+    "Encoder",
+    "MAPHead",
+    "Mlp",
+    "MultiHeadAttention",
+    "PatchEmbed",
+    "PositionEmbed",
+    "TokenEmbed",
+    "TypeEmbed",
+    "causal_mask",
+    "combine_masks",
+    "dense",
+    "get_activation",
+    "interpolate_posemb",
+    "layer_norm",
+    "masked_mean",
+    "padding_mask",
+    "sincos_2d",
+]

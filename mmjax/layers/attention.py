@@ -1,0 +1,116 @@
+"""Multi-head attention (self and cross) with padding and causal masks.
+
+Parameter names (stable; converters depend on them): `query`, `key`, `value` with kernel [embed, heads, kv] and
+bias [heads, kv]; `out` with kernel [heads, kv, embed] and bias [embed].
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Dtype = jnp.dtype | type
+Initializer = Callable[..., jax.Array]
+
+
+def padding_mask(q_mask: jax.Array | None, kv_mask: jax.Array | None) -> jax.Array | None:
+    """[B, Tq] and [B, Tk] validity masks -> [B, 1, Tq, Tk] bool attention mask (None if both are None).
+
+    Only keys are masked; a padded query still attends to the real keys so its output stays finite. Padded
+    positions are excluded downstream (pooling, losses), never used as real tokens.
+    """
+    del q_mask
+    if kv_mask is None:
+        return None
+    return kv_mask.astype(bool)[:, None, None, :]
+
+
+def causal_mask(length: int) -> jax.Array:
+    """[1, 1, T, T] bool lower-triangular mask: position i attends to positions <= i."""
+    return jnp.tril(jnp.ones((length, length), dtype=bool))[None, None]
+
+
+def combine_masks(*masks: jax.Array | None) -> jax.Array | None:
+    masks = [m for m in masks if m is not None]
+    if not masks:
+        return None
+    out = masks[0]
+    for m in masks[1:]:
+        out = jnp.logical_and(out, m)
+    return out
+
+
+class MultiHeadAttention(nn.Module):
+    """Multi-head dot-product attention.
+
+    Call: (inputs_q [B, Tq, D], inputs_kv [B, Tk, Dkv] or None for self-attention, mask [B|1, 1|H, Tq, Tk] bool)
+    -> [B, Tq, D].
+
+    Attention itself goes through `jax.nn.dot_product_attention`, so backends with a fused kernel (cuDNN flash
+    attention on GPU for bf16/fp16) use it. The one exception is attention-probability dropout while training,
+    which needs the explicit probabilities and takes the unfused path.
+    """
+
+    num_heads: int
+    head_dim: int | None = None
+    out_features: int | None = None
+    use_bias: bool = True
+    dropout_rate: float = 0.0
+    implementation: str | None = None  # forwarded to jax.nn.dot_product_attention ('xla', 'cudnn', None=auto)
+    kernel_init: Initializer = nn.initializers.xavier_uniform()
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, inputs_q, inputs_kv=None, mask=None, *, deterministic: bool = True):
+        inputs_kv = inputs_q if inputs_kv is None else inputs_kv
+        features = inputs_q.shape[-1]
+        if self.head_dim is None and features % self.num_heads:
+            raise ValueError(f"width {features} is not divisible by num_heads {self.num_heads}")
+        head_dim = self.head_dim or features // self.num_heads
+
+        def proj(name):
+            return nn.DenseGeneral(
+                (self.num_heads, head_dim),
+                use_bias=self.use_bias,
+                kernel_init=nn.with_logical_partitioning(self.kernel_init, ("embed", "heads", "kv")),
+                bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("heads", "kv")),
+                dtype=self.dtype,
+                param_dtype=self.param_dtype,
+                name=name,
+            )
+
+        q = proj("query")(inputs_q)
+        k = proj("key")(inputs_kv)
+        v = proj("value")(inputs_kv)
+        q = nn.with_logical_constraint(q, ("batch", "length", "heads", "kv"))
+        k = nn.with_logical_constraint(k, ("batch", "length", "heads", "kv"))
+        v = nn.with_logical_constraint(v, ("batch", "length", "heads", "kv"))
+
+        if self.dropout_rate > 0.0 and not deterministic:
+            out = self._attention_with_dropout(q, k, v, mask)
+        else:
+            out = jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=self.implementation)
+        out = nn.with_logical_constraint(out, ("batch", "length", "heads", "kv"))
+        return nn.DenseGeneral(
+            self.out_features or features,
+            axis=(-2, -1),
+            use_bias=self.use_bias,
+            kernel_init=nn.with_logical_partitioning(self.kernel_init, ("heads", "kv", "embed")),
+            bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)),
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            name="out",
+        )(out)
+
+    def _attention_with_dropout(self, q, k, v, mask):
+        scale = q.shape[-1] ** -0.5
+        logits = jnp.einsum("bqhd,bkhd->bhqk", q * scale, k).astype(jnp.float32)
+        if mask is not None:
+            logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
+        probs = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
+        probs = nn.Dropout(self.dropout_rate)(probs, deterministic=False)
+        return jnp.einsum("bhqk,bkhd->bqhd", probs, v)
