@@ -5,7 +5,7 @@ framework globals. Pretrained Hugging Face directories load with `mmjax.load_pre
 """
 
 from mmjax.convert import load_pretrained, save_pretrained
-from mmjax.encoders import Bert, TextTransformer, ViT, build_tower
+from mmjax.encoders import Bert, ResNet, TextTransformer, ViT, build_tower
 from mmjax.layers import Encoded
 from mmjax.models import CLIP, BertModel
 
@@ -16,6 +16,7 @@ __all__ = [
     "Bert",
     "BertModel",
     "Encoded",
+    "ResNet",
     "TextTransformer",
     "ViT",
     "__version__",

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import flax.linen as nn
 
+from mmjax.encoders.resnet import RESNET_DEPTHS, ResNet
 from mmjax.encoders.text import Bert, BertEmbeddings, TextTransformer
 from mmjax.encoders.vit import VIT_SIZES, ViT, vit_variant
 
 TOWERS: dict[str, type[nn.Module]] = {
     "vit": ViT,
+    "resnet": ResNet,
     "clip_text": TextTransformer,
     "bert": Bert,
 }
@@ -31,10 +33,12 @@ def build_tower(name: str, **kwargs) -> nn.Module:
 
 
 __all__ = [
+    "RESNET_DEPTHS",
     "TOWERS",
     "VIT_SIZES",
     "Bert",
     "BertEmbeddings",
+    "ResNet",
     "TextTransformer",
     "ViT",
     "build_tower",

@@ -43,6 +43,69 @@ def combine_masks(*masks: jax.Array | None) -> jax.Array | None:
     return out
 
 
+# Kernels are created in their final [embed, heads, kv] / [heads, kv, embed] shapes (xavier over the fused axes,
+# the distribution DenseGeneral draws) instead of nn.DenseGeneral's flat-then-reshape: Flax re-runs a parameter's
+# init abstractly on every apply to check shapes, and reshaping a logically-partitioned kernel under active
+# sharding rules fails (flax 0.12).
+class HeadProjection(nn.Module):
+    """[..., D] -> [..., heads, head_dim]. Parameters: kernel [embed, heads, kv], bias [heads, kv]."""
+
+    num_heads: int
+    head_dim: int
+    use_bias: bool = True
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        init = nn.initializers.variance_scaling(1.0, "fan_avg", "uniform", in_axis=0, out_axis=(1, 2))
+        kernel = self.param(
+            "kernel",
+            nn.with_logical_partitioning(init, ("embed", "heads", "kv")),
+            (x.shape[-1], self.num_heads, self.head_dim),
+            self.param_dtype,
+        )
+        y = jnp.einsum("...d,dhk->...hk", x.astype(self.dtype), jnp.asarray(kernel, self.dtype))
+        if self.use_bias:
+            bias = self.param(
+                "bias",
+                nn.with_logical_partitioning(nn.initializers.zeros, ("heads", "kv")),
+                (self.num_heads, self.head_dim),
+                self.param_dtype,
+            )
+            y = y + jnp.asarray(bias, self.dtype)
+        return y
+
+
+class OutputProjection(nn.Module):
+    """[..., heads, head_dim] -> [..., features]. Parameters: kernel [heads, kv, embed], bias [embed]."""
+
+    features: int
+    use_bias: bool = True
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        init = nn.initializers.variance_scaling(1.0, "fan_avg", "uniform", in_axis=(0, 1), out_axis=2)
+        kernel = self.param(
+            "kernel",
+            nn.with_logical_partitioning(init, ("heads", "kv", "embed")),
+            (x.shape[-2], x.shape[-1], self.features),
+            self.param_dtype,
+        )
+        y = jnp.einsum("...hk,hkd->...d", x.astype(self.dtype), jnp.asarray(kernel, self.dtype))
+        if self.use_bias:
+            bias = self.param(
+                "bias",
+                nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)),
+                (self.features,),
+                self.param_dtype,
+            )
+            y = y + jnp.asarray(bias, self.dtype)
+        return y
+
+
 class MultiHeadAttention(nn.Module):
     """Multi-head dot-product attention.
 
@@ -60,7 +123,6 @@ class MultiHeadAttention(nn.Module):
     use_bias: bool = True
     dropout_rate: float = 0.0
     implementation: str | None = None  # forwarded to jax.nn.dot_product_attention ('xla', 'cudnn', None=auto)
-    kernel_init: Initializer = nn.initializers.xavier_uniform()
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
@@ -73,11 +135,10 @@ class MultiHeadAttention(nn.Module):
         head_dim = self.head_dim or features // self.num_heads
 
         def proj(name):
-            return nn.DenseGeneral(
-                (self.num_heads, head_dim),
+            return HeadProjection(
+                self.num_heads,
+                head_dim,
                 use_bias=self.use_bias,
-                kernel_init=nn.with_logical_partitioning(self.kernel_init, ("embed", "heads", "kv")),
-                bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("heads", "kv")),
                 dtype=self.dtype,
                 param_dtype=self.param_dtype,
                 name=name,
@@ -95,12 +156,9 @@ class MultiHeadAttention(nn.Module):
         else:
             out = jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=self.implementation)
         out = nn.with_logical_constraint(out, ("batch", "length", "heads", "kv"))
-        return nn.DenseGeneral(
+        return OutputProjection(
             self.out_features or features,
-            axis=(-2, -1),
             use_bias=self.use_bias,
-            kernel_init=nn.with_logical_partitioning(self.kernel_init, ("heads", "kv", "embed")),
-            bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)),
             dtype=self.dtype,
             param_dtype=self.param_dtype,
             name="out",

@@ -1,0 +1,5 @@
+import sys
+
+from mmjax.cli import main
+
+sys.exit(main())

@@ -1,0 +1,88 @@
+"""`mmjax train | eval | sweep | bench | convert` (also `python -m mmjax ...`).
+
+mmjax train --config configs/clip_shapes.py[:variant] --workdir runs/x [--config.key=value ...]
+mmjax eval  --config F --workdir D [--split test]
+mmjax sweep --config F --workdir D [--dry_run]          # points declared by get_sweep() in F
+mmjax bench --config F [--steps 20]                      # steady-state step time etc., as JSON
+mmjax convert --from hf --path DIR --to DIR2             # Hugging Face dir -> load -> save (validates)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mmjax", description="Multimodal models in JAX: train, evaluate, sweep, bench.")
+    sub = p.add_subparsers(dest="command", required=True)
+    for name, help_text in [
+        ("train", "train (resumes from the workdir's newest checkpoint)"),
+        ("eval", "evaluate the newest checkpoint into workdir/eval.json"),
+        ("sweep", "train every point of the config's sweep into workdir/<point>/"),
+        ("bench", "time the train step and print JSON"),
+    ]:
+        s = sub.add_parser(name, help=help_text)
+        s.add_argument("--config", required=True, help="config file, optionally with a variant: file.py:tiny")
+        if name != "bench":
+            s.add_argument("--workdir", required=True)
+        if name == "eval":
+            s.add_argument("--split", default=None)
+        if name == "sweep":
+            s.add_argument("--dry_run", action="store_true", help="list the points and exit")
+        if name == "bench":
+            s.add_argument("--steps", type=int, default=20, help="timed steps after warm-up")
+            s.add_argument("--warmup", type=int, default=3)
+            s.add_argument("--data", action="store_true", help="also time the input pipeline alone")
+    c = sub.add_parser("convert", help="load a Hugging Face directory and write it back out (or to another dir)")
+    c.add_argument("--path", required=True)
+    c.add_argument("--to", required=True)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    known, overrides = _parser().parse_known_args(argv)
+    bad = [o for o in overrides if not o.startswith("--config.")]
+    if bad:
+        _parser().error(f"unrecognized arguments: {' '.join(bad)} (overrides look like --config.key=value)")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from mmjax import config as mmconfig
+
+    try:
+        if known.command == "convert":
+            from mmjax.convert import load_pretrained, save_pretrained
+
+            model, variables = load_pretrained(known.path)
+            save_pretrained(model, variables, known.to)
+            print(json.dumps({"converted": known.path, "to": known.to, "model": type(model).__name__}))
+            return 0
+        if known.command == "sweep":
+            from mmjax.train.sweep import run_sweep
+
+            run_sweep(known.config, known.workdir, overrides, dry_run=known.dry_run)
+            return 0
+        config = mmconfig.load_config(known.config, overrides)
+        if known.command == "train":
+            from mmjax.train.loop import train
+
+            result = train(config, known.workdir)
+        elif known.command == "eval":
+            from mmjax.train.loop import evaluate
+
+            result = evaluate(config, known.workdir, known.split)
+        else:
+            from mmjax.train.bench import bench
+
+            result = bench(config, steps=known.steps, warmup=known.warmup, data=known.data)
+        print(json.dumps(result, indent=2, sort_keys=True))
+        return 0
+    except mmconfig.ConfigError as e:
+        print(f"mmjax: config error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

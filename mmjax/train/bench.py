@@ -1,0 +1,81 @@
+"""`mmjax bench`: steady-state train-step time, examples/s, TFLOP/s per device, MFU and peak memory, as a dict.
+
+The step runs on a fixed batch (the task's init batch tiled to the global batch size), so the number measures
+the model and the step alone; `data=True` adds the input pipeline's own examples/s for comparison.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from typing import Any
+
+import jax
+import numpy as np
+
+from mmjax.train.loop import Setup, data_config
+from mmjax.train.metrics import compiled_flops, device_peak_flops
+
+
+def _peak_memory() -> int | None:
+    stats = jax.local_devices()[0].memory_stats() or {}
+    return stats.get("peak_bytes_in_use")
+
+
+def bench(config, *, steps: int = 20, warmup: int = 3, data: bool = False) -> dict[str, Any]:
+    setup = Setup(config)
+    state = setup.init_state()
+    one = setup.task.init_batch()
+    batch = {k: np.repeat(v, config.batch_size, axis=0) for k, v in one.items()}
+    batch = jax.device_put(batch, setup.batch_sharding)
+    with setup.activations():
+        t0 = time.perf_counter()
+        compiled = setup.step_fn.lower(state, batch).compile()
+        compile_s = time.perf_counter() - t0
+        for _ in range(warmup):
+            state, metrics = compiled(state, batch)
+        jax.block_until_ready(metrics)
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            state, metrics = compiled(state, batch)
+        jax.block_until_ready(metrics)
+        step_time = (time.perf_counter() - t0) / steps
+    flops = compiled_flops(compiled)
+    peak = device_peak_flops()
+    n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params))
+    result = {
+        "config": config.get("config_spec", ""),
+        "device": jax.devices()[0].device_kind,
+        "num_devices": jax.device_count(),
+        "host": f"{platform.machine()} {platform.processor() or ''} cpus={_cpu_count()}".strip(),
+        "jax": jax.__version__,
+        "batch_size": config.batch_size,
+        "params": n_params,
+        "compile_s": compile_s,
+        "step_time_ms": 1000 * step_time,
+        "examples_per_sec": config.batch_size / step_time,
+        "tflops_per_device": flops / step_time / 1e12 if flops else None,
+        "mfu": flops / step_time / peak if flops and peak else None,
+        "peak_memory_bytes": _peak_memory(),
+    }
+    if data:
+        result.update(_bench_data(config, setup, steps))
+    return result
+
+
+def _bench_data(config, setup: Setup, steps: int) -> dict[str, Any]:
+    from mmjax import data as mmdata
+
+    it = mmdata.build_pipeline(data_config(config), "train", train=True, mesh=setup.mesh)
+    jax.block_until_ready(next(it))  # builds / opens the dataset and starts the readers
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        jax.block_until_ready(next(it))
+    seconds = time.perf_counter() - t0
+    return {"data_examples_per_sec": steps * config.batch_size / seconds}
+
+
+def _cpu_count() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()

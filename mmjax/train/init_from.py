@@ -1,0 +1,68 @@
+"""`config.init_from`: start a run from weights of another run or of a Hugging Face checkpoint.
+
+config.init_from keys:
+  kind    '' (off) | 'mmjax' (another run's workdir: its latest checkpoint) | 'hf' (a save_pretrained directory,
+          read with mmjax.convert.load_pretrained)
+  path    the workdir or directory
+  source  '/'-separated subtree of the loaded parameters to take ('' = all), e.g. 'bert' for a BertModel
+  target  '/'-separated subtree of this model's parameters to fill ('' = all), e.g. 'text_tower'
+Every parameter of the target subtree must be present with its exact shape: a mismatch lists them all.
+"""
+
+from __future__ import annotations
+
+import pathlib
+from typing import Any
+
+import jax
+import numpy as np
+from flax import traverse_util
+
+
+def _subtree(tree: Any, path: str, what: str) -> Any:
+    for part in [p for p in path.split("/") if p]:
+        if not isinstance(tree, dict) or part not in tree:
+            keys = sorted(tree) if isinstance(tree, dict) else []
+            raise KeyError(f"init_from.{what} path {path!r}: no {part!r} here; available: {keys}")
+        tree = tree[part]
+    return tree
+
+
+def load_source(cfg) -> Any:
+    """The parameter subtree `cfg` points at, as host numpy arrays."""
+    if cfg.kind == "hf":
+        from mmjax.convert import load_pretrained
+
+        _, variables = load_pretrained(cfg.path)
+        params = variables["params"]
+    elif cfg.kind == "mmjax":
+        from mmjax.train.checkpoint import Checkpointer
+
+        params = Checkpointer(pathlib.Path(cfg.path) / "checkpoints", async_save=False).restore_params()
+    else:
+        raise ValueError(f"config key 'init_from.kind' must be '', 'hf' or 'mmjax', got {cfg.kind!r}")
+    return jax.tree.map(np.asarray, _subtree(params, cfg.get("source", ""), "source"))
+
+
+def merge(params: Any, loaded: Any, target: str) -> Any:
+    """Replace params[target] with `loaded` after checking keys and shapes; returns the new params tree."""
+    current = _subtree(params, target, "target")
+    want = traverse_util.flatten_dict(current, sep="/")
+    got = traverse_util.flatten_dict(loaded, sep="/")
+    problems = [f"missing {k} {tuple(v.shape)}" for k, v in want.items() if k not in got]
+    problems += [f"unexpected {k} {tuple(v.shape)}" for k, v in got.items() if k not in want]
+    problems += [
+        f"shape of {k}: expected {tuple(want[k].shape)}, got {tuple(v.shape)}"
+        for k, v in got.items()
+        if k in want and tuple(want[k].shape) != tuple(v.shape)
+    ]
+    if problems:
+        raise ValueError(f"init_from does not fit target {target!r}:\n  " + "\n  ".join(problems))
+    placed = {k: jax.device_put(v.astype(want[k].dtype), want[k].sharding) for k, v in got.items()}
+    new_sub = traverse_util.unflatten_dict(placed, sep="/")
+    if not target:
+        return new_sub
+    flat = traverse_util.flatten_dict(params, sep="/")
+    flat = {k: v for k, v in flat.items() if not k.startswith(target.rstrip("/") + "/")}
+    flat.update({f"{target.rstrip('/')}/{k}": v for k, v in traverse_util.flatten_dict(new_sub, sep="/").items()})
+    return traverse_util.unflatten_dict(flat, sep="/")

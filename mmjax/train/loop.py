@@ -1,0 +1,251 @@
+"""The training loop: config in, trained and checkpointed model out. Model-agnostic: the task does the rest.
+
+Order of work: validate the config (no compilation yet) -> mesh -> task -> abstract sharded state ->
+restore (newest complete checkpoint), or init (+ init_from) -> compile the step once -> loop, which only moves
+batches in and metrics out.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import pathlib
+import signal
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from mmjax import config as mmconfig
+from mmjax import data as mmdata
+from mmjax import sharding
+from mmjax.train import init_from as init_from_lib
+from mmjax.train.checkpoint import Checkpointer, abstract_like
+from mmjax.train.metrics import MetricWriter, Progress, compiled_flops, device_peak_flops
+from mmjax.train.optim import build_optimizer
+from mmjax.train.state import TrainState
+from mmjax.train.step import make_train_step
+from mmjax.train.tasks import Task, build_task
+
+logger = logging.getLogger(__name__)
+
+
+class Setup:
+    """Everything a run needs before its first step: mesh, task, optimizer, state layout, compiled step."""
+
+    def __init__(self, config: ml_collections.ConfigDict):
+        mmconfig.validate(config, jax.device_count())
+        self.config = config
+        self.mesh = sharding.make_mesh(config.mesh.to_dict())
+        self.rules = sharding.get_rules(config.get("sharding", "dp")).for_mesh(self.mesh)
+        self.task: Task = build_task(config)
+        init_rng, self.state_rng = jax.random.split(jax.random.key(config.seed))
+        self.init_rng = init_rng
+        batch = self.task.init_batch()
+        abstract_params = jax.eval_shape(self.task.init, init_rng, batch)
+        self.tx, self.schedule = build_optimizer(config.optim, _unbox(abstract_params), config.total_steps)
+
+        def init_state(rng):
+            params = self.task.init(rng, batch)
+            return TrainState(
+                step=jnp.zeros((), jnp.int32),
+                params=params,
+                opt_state=self.tx.init(params),
+                rng=jax.random.key_data(self.state_rng),
+            )
+
+        self._init_state = init_state
+        boxed = jax.eval_shape(init_state, init_rng)
+        self.shardings = sharding.logical_to_shardings(boxed, self.mesh, self.rules)
+        self.abstract_state = abstract_like(_unbox(boxed), self.shardings)
+        self.batch_sharding = sharding.batch_sharding(self.mesh)
+        step = make_train_step(self.task.loss, self.tx, self.schedule, config.optim.get("grad_accum_steps", 1))
+        self.step_fn = jax.jit(
+            step,
+            in_shardings=(self.shardings, self.batch_sharding),
+            out_shardings=(self.shardings, None),
+            donate_argnums=0,
+        )
+
+    def activations(self):
+        return sharding.activation_context(self.mesh, self.rules)
+
+    def init_state(self) -> TrainState:
+        # Placement comes from out_shardings; init needs no activation constraints.
+        state = jax.jit(lambda r: _unbox(self._init_state(r)), out_shardings=self.shardings)(self.init_rng)
+        cfg = self.config.get("init_from", None)
+        if cfg is not None and cfg.get("kind", ""):
+            loaded = init_from_lib.load_source(cfg)
+            state = state.replace(params=init_from_lib.merge(state.params, loaded, cfg.get("target", "")))
+            logger.info("initialized %r from %s %s", cfg.get("target", "") or "all params", cfg.kind, cfg.path)
+        return state
+
+    def train_data(self):
+        return mmdata.build_pipeline(data_config(self.config), "train", train=True, mesh=self.mesh)
+
+
+def data_config(config) -> ml_collections.ConfigDict:
+    """config.data with the global batch size and seed of the experiment."""
+    cfg = ml_collections.ConfigDict(config.data.to_dict())
+    cfg.batch_size = config.batch_size
+    cfg.seed = config.seed
+    return cfg
+
+
+def _unbox(tree: Any) -> Any:
+    is_box = lambda x: hasattr(x, "unbox") and hasattr(x, "names")  # noqa: E731
+    return jax.tree.map(lambda x: x.value if is_box(x) else x, tree, is_leaf=is_box)
+
+
+@contextlib.contextmanager
+def _sigterm_flag():
+    """Turn SIGTERM (preemption) into a flag the loop checks after each step, so it can save and exit."""
+    flag = {"set": False}
+
+    def handler(signum, frame):
+        del signum, frame
+        flag["set"] = True
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: no handler, no flag
+        previous = None
+    try:
+        yield flag
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+    """Train `config` in `workdir`, resuming from its newest complete checkpoint. Returns the final metrics."""
+    workdir = pathlib.Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    main = jax.process_index() == 0
+    setup = Setup(config)
+    ckpt = Checkpointer(workdir / "checkpoints", keep=config.get("keep_checkpoints", 3))
+    train_it = setup.train_data()
+    start = ckpt.latest_step()
+    if start is not None:
+        state = ckpt.restore(start, setup.abstract_state, train_it)
+        logger.info("resumed from step %d in %s", start, ckpt.directory)
+    else:
+        start, state = 0, setup.init_state()
+    writer = MetricWriter(workdir, enabled=main)
+    progress = Progress(config.total_steps, start, enabled=main and config.get("progress", True))
+    loop = _Loop(config, setup, writer, progress, workdir)
+    try:
+        with setup.activations(), _sigterm_flag() as preempted:
+            state = loop.run(state, train_it, ckpt, start, preempted)
+    finally:
+        progress.close()
+        ckpt.close()
+        writer.close()
+    return loop.last
+
+
+class _Loop:
+    def __init__(self, config, setup: Setup, writer: MetricWriter, progress: Progress, workdir: pathlib.Path):
+        self.config, self.setup, self.writer, self.progress, self.workdir = config, setup, writer, progress, workdir
+        self.last: dict[str, Any] = {}
+        self.compiled = None
+        self.flops = None
+        self.peak = device_peak_flops()
+
+    def compile(self, state, batch):
+        self.compiled = self.setup.step_fn.lower(state, batch).compile()
+        self.flops = compiled_flops(self.compiled)
+
+    def run(self, state, train_it, ckpt, start, preempted):
+        config, total = self.config, self.config.total_steps
+        profile = tuple(config.get("profile_steps", ()) or ())
+        pending: list[tuple[int, dict]] = []
+        window_start = None
+        for step in range(start, total):
+            batch = next(train_it)
+            if self.compiled is None:
+                self.compile(state, batch)
+            if profile and step == profile[0]:
+                jax.profiler.start_trace(str(self.workdir / "profile"))
+            state, metrics = self.compiled(state, batch)
+            done = step + 1
+            if profile and done == profile[-1]:
+                jax.block_until_ready(state)
+                jax.profiler.stop_trace()
+            if window_start is None:  # the first step includes compilation: time from its end
+                jax.block_until_ready(metrics)
+                window_start = time.perf_counter()
+            else:
+                pending.append((done, metrics))
+            if pending and (done % config.log_every == 0 or done == total):
+                self.log(pending, time.perf_counter() - window_start, train_it)
+                pending, window_start = [], time.perf_counter()
+            if done % config.checkpoint_every == 0 or done == total or preempted["set"]:
+                ckpt.save(done, state, train_it, config.to_dict(), force=preempted["set"])
+            if preempted["set"]:
+                logger.warning("SIGTERM: saved step %d, exiting", done)
+                ckpt.wait()
+                return state
+            if done % config.eval_every == 0 and done != total:
+                self.evaluate(state, done)
+                window_start = time.perf_counter()
+            self.progress.update(done, self.last.get("loss"))
+        if total > start:
+            self.evaluate(state, total)
+        return state
+
+    def log(self, pending, seconds, train_it):
+        steps = [s for s, _ in pending]
+        host = jax.device_get([m for _, m in pending])
+        for s, m in zip(steps, host):
+            if int(m["nonfinite"]):
+                if self.config.get("on_nonfinite", "error") == "error":
+                    raise FloatingPointError(
+                        f"non-finite loss or gradient at step {s} (loss={float(m['loss'])}, grad_norm="
+                        f"{float(m['grad_norm'])}); the update was not applied. Set on_nonfinite='skip' to skip."
+                    )
+                logger.warning("step %d: non-finite loss, update skipped", s)
+        avg = {k: float(np.mean([np.asarray(m[k]) for m in host])) for k in host[0] if k != "nonfinite"}
+        step_time = seconds / len(pending)
+        avg.update(
+            step_time_ms=1000 * step_time,
+            examples_per_sec=self.config.batch_size / step_time,
+            skipped_updates=float(sum(int(m["nonfinite"]) for m in host)),
+            skipped_records=float(getattr(train_it, "num_skipped", 0)),
+        )
+        if self.flops:
+            avg["tflops_per_device"] = self.flops / step_time / 1e12
+            if self.peak:
+                avg["mfu"] = self.flops / step_time / self.peak
+        self.last = avg
+        self.writer.write(steps[-1], avg)
+
+    def evaluate(self, state, step):
+        from mmjax.eval import write_eval_json
+
+        metrics = self.setup.task.evaluate(state.params, self.setup.mesh)
+        if jax.process_index() == 0:
+            write_eval_json(self.workdir / "eval.json", metrics, step)
+        self.last = {**self.last, **{f"eval/{k}": v for k, v in metrics.items()}}
+        return metrics
+
+
+def evaluate(config: ml_collections.ConfigDict, workdir: str, split: str | None = None) -> dict[str, Any]:
+    """Evaluate the newest checkpoint in `workdir` (the `mmjax eval` command) and write workdir/eval.json."""
+    from mmjax.eval import write_eval_json
+
+    setup = Setup(config)
+    ckpt = Checkpointer(pathlib.Path(workdir) / "checkpoints", async_save=False)
+    step = ckpt.latest_step()
+    if step is None:
+        raise FileNotFoundError(f"no complete checkpoint in {ckpt.directory}; train first")
+    with setup.activations():
+        state = ckpt.restore(step, setup.abstract_state)
+        metrics = setup.task.evaluate(state.params, setup.mesh, split)
+    if jax.process_index() == 0:
+        write_eval_json(pathlib.Path(workdir) / "eval.json", metrics, step)
+    ckpt.close()
+    return metrics

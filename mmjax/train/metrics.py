@@ -1,0 +1,107 @@
+"""Where training numbers go: workdir/metrics.jsonl, TensorBoard event files, and a progress line on process 0."""
+
+from __future__ import annotations
+
+import json
+import math
+import pathlib
+import sys
+import time
+from typing import Any
+
+import jax
+import numpy as np
+
+# Dense bf16 peak FLOP/s per device, from the vendors' spec sheets; MFU is reported only where known.
+PEAK_FLOPS = {
+    "TPU v4": 275e12,
+    "TPU v5 lite": 197e12,
+    "TPU v5e": 197e12,
+    "TPU v5p": 459e12,
+    "TPU v5": 459e12,
+    "TPU v6 lite": 918e12,
+    "TPU v6e": 918e12,
+    "NVIDIA H100": 989e12,
+    "NVIDIA H200": 989e12,
+    "NVIDIA A100": 312e12,
+    "NVIDIA L4": 121e12,
+}
+
+
+def device_peak_flops(device: jax.Device | None = None) -> float | None:
+    kind = (device or jax.devices()[0]).device_kind
+    for name, peak in sorted(PEAK_FLOPS.items(), key=lambda kv: -len(kv[0])):
+        if kind.startswith(name):
+            return peak
+    return None
+
+
+def compiled_flops(compiled) -> float | None:
+    """FLOPs of one call of a compiled (per-device, after SPMD partitioning) executable, from XLA's cost model."""
+    try:
+        analysis = compiled.cost_analysis()
+    except Exception:  # some backends have no cost model
+        return None
+    if isinstance(analysis, list):
+        analysis = analysis[0] if analysis else {}
+    flops = (analysis or {}).get("flops")
+    return float(flops) if flops and flops > 0 else None
+
+
+def to_python(metrics: dict[str, Any]) -> dict[str, float]:
+    out = {}
+    for k, v in metrics.items():
+        v = np.asarray(v)
+        out[k] = float(v) if v.ndim == 0 else float(v.mean())
+    return out
+
+
+class MetricWriter:
+    """Append one JSON object per logged step to metrics.jsonl and mirror scalars to TensorBoard (process 0)."""
+
+    def __init__(self, workdir: str | pathlib.Path, *, enabled: bool = True):
+        self.enabled = enabled
+        self.path = pathlib.Path(workdir) / "metrics.jsonl"
+        self._tb = None
+        if enabled:
+            from tensorboardX import SummaryWriter  # imported lazily: only process 0 writes events
+
+            self._tb = SummaryWriter(str(pathlib.Path(workdir) / "tensorboard"))
+
+    def write(self, step: int, metrics: dict[str, float]) -> None:
+        if not self.enabled:
+            return
+        record = {"step": int(step), **{k: (v if math.isfinite(v) else str(v)) for k, v in metrics.items()}}
+        with self.path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+        for k, v in metrics.items():
+            self._tb.add_scalar(k, v, step)
+        self._tb.flush()
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+
+
+class Progress:
+    """A single refreshed line: step, loss, steps/s and ETA. Written to stderr on process 0 only."""
+
+    def __init__(self, total: int, start: int, *, enabled: bool = True):
+        self.total, self.start, self.enabled = total, start, enabled
+        self.t0 = time.perf_counter()
+
+    def update(self, step: int, loss: float | None = None) -> None:
+        if not self.enabled:
+            return
+        done = step - self.start
+        elapsed = time.perf_counter() - self.t0
+        rate = done / elapsed if elapsed > 0 else 0.0
+        eta = (self.total - step) / rate if rate > 0 else float("inf")
+        loss_text = f" loss {loss:.4f}" if loss is not None else ""
+        eta_text = time.strftime("%H:%M:%S", time.gmtime(eta)) if math.isfinite(eta) else "--:--:--"
+        sys.stderr.write(f"\rstep {step}/{self.total}{loss_text} | {rate:.2f} steps/s | ETA {eta_text}   ")
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\n")

@@ -1,0 +1,155 @@
+"""Tasks: the ONE place that joins a model from `models/` to its loss, its metrics and its evals.
+
+A task is built from the whole config and supplies:
+  model                         the Linen module (from config.model)
+  init_batch()                  a batch of one example with the shapes the model is initialized with
+  init(rng, batch)              boxed parameters (LogicallyPartitioned leaves: the loop shards them)
+  loss(params, batch, rng)      (scalar loss, metrics) for one training batch; pure, jitted by the loop
+  evaluate(params, mesh)        {name: number} on the eval split, written to workdir/eval.json
+Adding a task is one class and one entry in TASKS; the loop never changes.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from jax.experimental import multihost_utils
+
+from mmjax import data as mmdata
+from mmjax import losses
+from mmjax.encoders import build_tower
+from mmjax.models import CLIP
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+
+def dtype_of(name: str):
+    if name not in DTYPES:
+        raise ValueError(f"unknown dtype {name!r}; expected one of {sorted(DTYPES)}")
+    return DTYPES[name]
+
+
+def tower_from_config(cfg: ml_collections.ConfigDict, dtype) -> nn.Module:
+    """{name: 'vit', variant: 'Ti/16', ...fields} -> the tower, computing in `dtype`."""
+    kwargs = cfg.to_dict()
+    name = kwargs.pop("name")
+    return build_tower(name, dtype=dtype, **kwargs)
+
+
+class Task:
+    """Shared plumbing; subclasses define build_model, init_batch, init, loss and evaluate."""
+
+    def __init__(self, config: ml_collections.ConfigDict):
+        self.config = config
+        self.dtype = dtype_of(config.model.get("dtype", "float32"))
+        self.model = self.build_model(config.model)
+
+    def build_model(self, cfg) -> nn.Module:
+        raise NotImplementedError
+
+    def eval_data(self, mesh, split: str | None = None, **overrides):
+        """One ordered pass over the eval split (last batch padded; `example_mask` marks real rows)."""
+        cfg = ml_collections.ConfigDict(self.config.data.to_dict())
+        cfg.batch_size = self.config.get("eval", {}).get("batch_size", self.config.batch_size)
+        for k, v in overrides.items():
+            cfg[k] = v
+        split = split or self.config.get("eval", {}).get("split", "validation")
+        return mmdata.build_pipeline(cfg, split, train=False, mesh=mesh)
+
+
+class ContrastiveTask(Task):
+    """CLIP (softmax) or SigLIP (sigmoid) image-text training; evaluated by retrieval in both directions.
+
+    config.model: image {name, ...}, text {name, ...}, embed_dim, loss ('softmax' | 'sigmoid'),
+    logit_scale_init, logit_bias_init (SigLIP), max_logit_scale, dtype.
+    With gradient accumulation each micro-batch's examples are each other's negatives (a smaller effective
+    contrastive batch); prefer more devices or a smaller model to accumulation for contrastive training.
+    """
+
+    def build_model(self, cfg) -> nn.Module:
+        sigmoid = cfg.get("loss", "softmax") == "sigmoid"
+        default_scale = math.log(10.0) if sigmoid else math.log(1 / 0.07)
+        return CLIP(
+            image_tower=tower_from_config(cfg.image, self.dtype),
+            text_tower=tower_from_config(cfg.text, self.dtype),
+            embed_dim=cfg.embed_dim,
+            logit_scale_init=cfg.get("logit_scale_init", None) or default_scale,
+            logit_bias_init=cfg.get("logit_bias_init", -10.0 if sigmoid else None),
+            max_logit_scale=cfg.get("max_logit_scale", 100.0),
+            dtype=self.dtype,
+        )
+
+    def init_batch(self) -> dict[str, np.ndarray]:
+        size, length = self.config.data.image_size, self.config.data.tokenizer.max_length
+        return {
+            "image": np.zeros((1, size, size, 3), np.float32),
+            "input_ids": np.zeros((1, length), np.int32),
+            "attention_mask": np.ones((1, length), np.int32),
+        }
+
+    def init(self, rng, batch):
+        return self.model.init(rng, batch["image"], batch["input_ids"], batch["attention_mask"])["params"]
+
+    def loss(self, params, batch, rng):
+        out = self.model.apply(
+            {"params": params},
+            batch["image"],
+            batch["input_ids"],
+            batch["attention_mask"],
+            train=True,
+            rngs={"dropout": rng},
+        )
+        loss_fn = (
+            losses.sigmoid_contrastive_loss
+            if self.config.model.get("loss", "softmax") == "sigmoid"
+            else losses.softmax_contrastive_loss
+        )
+        loss, metrics = loss_fn(out["logits_per_image"])
+        return loss, {**metrics, "logit_scale": out["logit_scale"]}
+
+    def embed(self, params, batch):
+        """Image embeddings [B, E] and caption embeddings [B, K, E] (K captions per image)."""
+        image = self.model.apply({"params": params}, batch["image"], method="encode_image")
+        ids, mask = batch["input_ids"], batch["attention_mask"]
+        b, k, t = ids.shape
+        text = self.model.apply({"params": params}, ids.reshape(b * k, t), mask.reshape(b * k, t), method="encode_text")
+        return image, text.reshape(b, k, -1)
+
+    def evaluate(self, params, mesh, split: str | None = None) -> dict[str, Any]:
+        from mmjax.eval import retrieval_metrics  # eval/ takes model outputs; imported here to keep startup light
+
+        embed = jax.jit(self.embed)
+        images, texts, text_to_image = [], [], []
+        offset = 0
+        for batch in self.eval_data(mesh, split, captions="all"):
+            image, text = to_host(embed(params, batch))
+            real = to_host(batch["example_mask"]).astype(bool)
+            caption_mask = to_host(batch["caption_mask"]).astype(bool)[real]
+            images.append(image[real])
+            texts.append(text[real][caption_mask])
+            text_to_image.append(np.repeat(np.arange(int(real.sum())) + offset, caption_mask.sum(1)))
+            offset += int(real.sum())
+        return retrieval_metrics(np.concatenate(images), np.concatenate(texts), np.concatenate(text_to_image))
+
+
+def to_host(tree):
+    """Global (possibly multi-process) jax.Arrays -> full numpy arrays on every process."""
+    return jax.tree.map(lambda x: np.asarray(multihost_utils.process_allgather(x, tiled=True)), tree)
+
+
+TASKS: dict[str, type[Task]] = {
+    "contrastive": ContrastiveTask,
+}
+
+
+def build_task(config: ml_collections.ConfigDict) -> Task:
+    name = config.task
+    if name not in TASKS:
+        raise ValueError(f"config key 'task' is {name!r}; available tasks: {sorted(TASKS)}")
+    return TASKS[name](config)
