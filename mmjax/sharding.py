@@ -271,9 +271,10 @@ def init_sharded(
     return values, shardings
 
 
-def batch_sharding(mesh: Mesh) -> NamedSharding:
-    """Input batches: the leading (batch) dimension split over data x fsdp, everything else replicated."""
-    axes = tuple(a for a in BATCH_AXES if a in mesh.axis_names)
+def batch_sharding(mesh: Mesh, batch_axes: Sequence[str] | None = None) -> NamedSharding:
+    """Input batches: the leading (batch) dimension split over `batch_axes` (default: the mesh's data and fsdp
+    axes), everything else replicated."""
+    axes = tuple(a for a in (BATCH_AXES if batch_axes is None else batch_axes) if a in mesh.axis_names)
     return NamedSharding(mesh, PartitionSpec(axes or None))
 
 

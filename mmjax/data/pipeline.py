@@ -23,6 +23,7 @@ from mmjax.data.errors import MASK_KEY, POLICIES, SKIPPED_KEY
 from mmjax.data.errors import DropBadRecords as _DropBadRecords
 from mmjax.data.examples import CAPTION_MODES, ToExample
 from mmjax.data.tokenizers import TextTokenizer, tokenizer_from_config
+from mmjax.sharding import batch_sharding
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -122,13 +123,6 @@ def validate(config) -> None:
             raise ValueError(f"data.{key}: expected one of {allowed}, got {config.get(key, None)!r}")
     if config.batch_size <= 0 or config.image_size <= 0:
         raise ValueError(f"data.batch_size, data.image_size: must be > 0, got {config.batch_size}, {config.image_size}")
-
-
-def batch_sharding(mesh: jax.sharding.Mesh, batch_axes: tuple[str, ...] | None = None) -> jax.sharding.NamedSharding:
-    """Leading (batch) dimension split over `batch_axes` (default: the mesh's "data" and "fsdp" axes)."""
-    if batch_axes is None:
-        batch_axes = tuple(a for a in mesh.axis_names if a in ("data", "fsdp"))
-    return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(batch_axes or None))
 
 
 def build_pipeline(

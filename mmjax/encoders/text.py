@@ -13,13 +13,13 @@ import jax.numpy as jnp
 
 from mmjax.layers import (
     Encoded,
-    Encoder,
     PositionEmbed,
     TokenEmbed,
     TypeEmbed,
     causal_mask,
     combine_masks,
     dense,
+    encoder_like,
     layer_norm,
     masked_mean,
     padding_mask,
@@ -101,21 +101,7 @@ class TextTransformer(nn.Module):
         attn_mask = padding_mask(None, mask)
         if self.causal:
             attn_mask = combine_masks(attn_mask, causal_mask(input_ids.shape[1]))
-        x = Encoder(
-            num_layers=self.depth,
-            num_heads=self.num_heads,
-            mlp_dim=self.mlp_dim or 4 * self.width,
-            activation=self.activation,
-            pre_norm=True,
-            layer_norm_eps=self.layer_norm_eps,
-            dropout_rate=self.dropout_rate,
-            attention_dropout_rate=self.attention_dropout_rate,
-            attention_impl=self.attention_impl,
-            remat=self.remat,
-            scan=self.scan,
-            name="encoder",
-            **kw,
-        )(x, attn_mask, not train)
+        x = encoder_like(self, pre_norm=True, name="encoder")(x, attn_mask, not train)
         x = layer_norm(self.layer_norm_eps, name="ln_final", **kw)(x)
         if self.pool == "mean":
             pooled = masked_mean(x, mask)
@@ -192,20 +178,7 @@ class Bert(nn.Module):
             self.dropout_rate,
             **kw,
         )
-        self.encoder = Encoder(
-            num_layers=self.depth,
-            num_heads=self.num_heads,
-            mlp_dim=self.mlp_dim or 4 * self.width,
-            activation=self.activation,
-            pre_norm=False,
-            layer_norm_eps=self.layer_norm_eps,
-            dropout_rate=self.dropout_rate,
-            attention_dropout_rate=self.attention_dropout_rate,
-            attention_impl=self.attention_impl,
-            remat=self.remat,
-            scan=self.scan,
-            **kw,
-        )
+        self.encoder = encoder_like(self, pre_norm=False)
         if self.add_pooler:
             self.pooler = dense(self.width, ("embed", "mlp"), name="pooler", **kw)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
-from mmjax.layers import Encoded, Encoder, MAPHead, PatchEmbed, interpolate_posemb, layer_norm, sincos_2d
+from mmjax.layers import Encoded, MAPHead, PatchEmbed, encoder_like, interpolate_posemb, layer_norm, sincos_2d
 
 Dtype = jnp.dtype | type
 
@@ -115,21 +115,7 @@ class ViT(nn.Module):
         if self.pre_norm:
             x = layer_norm(self.layer_norm_eps, name="ln_pre", **kw)(x)
         x = nn.Dropout(self.dropout_rate)(x, deterministic=not train)
-        x = Encoder(
-            num_layers=self.depth,
-            num_heads=self.num_heads,
-            mlp_dim=self.mlp_dim or 4 * self.width,
-            activation=self.activation,
-            pre_norm=True,
-            layer_norm_eps=self.layer_norm_eps,
-            dropout_rate=self.dropout_rate,
-            attention_dropout_rate=self.attention_dropout_rate,
-            attention_impl=self.attention_impl,
-            remat=self.remat,
-            scan=self.scan,
-            name="encoder",
-            **kw,
-        )(x, None, not train)
+        x = encoder_like(self, pre_norm=True, name="encoder")(x, None, not train)
         ln_post = layer_norm(self.layer_norm_eps, name="ln_post", **kw) if self.final_norm != "none" else None
         if self.final_norm == "all":
             x = ln_post(x)

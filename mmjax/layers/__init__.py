@@ -11,7 +11,16 @@ from mmjax.layers.embed import (
 )
 from mmjax.layers.encoded import Encoded, masked_mean
 from mmjax.layers.pooling import MAPHead
-from mmjax.layers.transformer import ACTIVATIONS, Block, Encoder, Mlp, dense, get_activation, layer_norm
+from mmjax.layers.transformer import (
+    ACTIVATIONS,
+    Block,
+    Encoder,
+    Mlp,
+    dense,
+    encoder_like,
+    get_activation,
+    layer_norm,
+)
 
 __all__ = [
     "ACTIVATIONS",
@@ -28,6 +37,7 @@ __all__ = [
     "causal_mask",
     "combine_masks",
     "dense",
+    "encoder_like",
     "get_activation",
     "interpolate_posemb",
     "layer_norm",

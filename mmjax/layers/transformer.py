@@ -192,3 +192,26 @@ class Encoder(nn.Module):
         for i in range(self.num_layers):
             x = block_cls(name=f"layer_{i}", **self._block_kwargs())(x, mask, deterministic)
         return x
+
+
+# Fields a tower shares with Encoder under the same names; `encoder_like` copies them.
+_SHARED_FIELDS = (
+    "num_heads",
+    "activation",
+    "layer_norm_eps",
+    "dropout_rate",
+    "attention_dropout_rate",
+    "attention_impl",
+    "remat",
+    "scan",
+    "dtype",
+    "param_dtype",
+)
+
+
+def encoder_like(owner: nn.Module, **overrides) -> Encoder:
+    """The Encoder of a tower with fields `depth`, `width`, `mlp_dim` (None = 4 x width) and the shared ones above."""
+    kwargs = {f: getattr(owner, f) for f in _SHARED_FIELDS if hasattr(owner, f)}
+    kwargs.update(num_layers=owner.depth, mlp_dim=owner.mlp_dim or 4 * owner.width)
+    kwargs.update(overrides)
+    return Encoder(**kwargs)
