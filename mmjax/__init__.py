@@ -7,7 +7,7 @@ framework globals. Pretrained Hugging Face directories load with `mmjax.load_pre
 from mmjax.convert import load_pretrained, save_pretrained
 from mmjax.encoders import Bert, ResNet, TextTransformer, ViT, build_tower
 from mmjax.layers import Encoded
-from mmjax.models import CLIP, BertModel
+from mmjax.models import CLIP, BertModel, Captioner, Classifier, VisualBertModel
 
 __version__ = "0.1.0"
 
@@ -15,10 +15,13 @@ __all__ = [
     "CLIP",
     "Bert",
     "BertModel",
+    "Captioner",
+    "Classifier",
     "Encoded",
     "ResNet",
     "TextTransformer",
     "ViT",
+    "VisualBertModel",
     "__version__",
     "build_tower",
     "load_pretrained",

@@ -17,7 +17,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mmjax.convert import hf_bert, hf_clip
+from mmjax.convert import hf_bert, hf_clip, hf_visualbert
 from mmjax.convert.hf_common import HFConverter
 from mmjax.convert.mapping import (
     CheckpointMismatchError,
@@ -32,7 +32,9 @@ from mmjax.convert.mapping import (
 )
 from mmjax.convert.safetensors_io import CheckpointFormatError, open_checkpoint, read_config, write_checkpoint
 
-ARCHITECTURES: dict[str, HFConverter] = {c.architecture: c for c in (hf_clip.CONVERTER, hf_bert.CONVERTER)}
+ARCHITECTURES: dict[str, HFConverter] = {
+    c.architecture: c for c in (hf_clip.CONVERTER, hf_bert.CONVERTER, *hf_visualbert.CONVERTERS)
+}
 
 
 def _converter_for_config(config: Mapping, path: str) -> HFConverter:
@@ -47,7 +49,7 @@ def _converter_for_config(config: Mapping, path: str) -> HFConverter:
     raise ValueError(
         f"unsupported architecture in {path!r}: architectures={config.get('architectures')}, "
         f"model_type={config.get('model_type')!r}; supported architectures: {sorted(ARCHITECTURES)} "
-        f"(model_type {sorted(c.model_type for c in ARCHITECTURES.values())})"
+        f"(model_type {sorted({c.model_type for c in ARCHITECTURES.values()})})"
     )
 
 

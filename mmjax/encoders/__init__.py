@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import flax.linen as nn
 
+from mmjax.encoders.regions import RegionEmbeddings
 from mmjax.encoders.resnet import RESNET_DEPTHS, ResNet
 from mmjax.encoders.text import Bert, BertEmbeddings, TextTransformer
 from mmjax.encoders.vit import VIT_SIZES, ViT, vit_variant
@@ -38,6 +39,7 @@ __all__ = [
     "VIT_SIZES",
     "Bert",
     "BertEmbeddings",
+    "RegionEmbeddings",
     "ResNet",
     "TextTransformer",
     "ViT",

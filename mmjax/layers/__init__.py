@@ -1,6 +1,7 @@
 """Building blocks shared by every tower. Imports nothing else from mmjax."""
 
 from mmjax.layers.attention import MultiHeadAttention, causal_mask, combine_masks, padding_mask
+from mmjax.layers.decoder import Decoder, DecoderAttention, DecoderBlock
 from mmjax.layers.embed import (
     PatchEmbed,
     PositionEmbed,
@@ -25,6 +26,9 @@ from mmjax.layers.transformer import (
 __all__ = [
     "ACTIVATIONS",
     "Block",
+    "Decoder",
+    "DecoderAttention",
+    "DecoderBlock",
     "Encoded",
     "Encoder",
     "MAPHead",

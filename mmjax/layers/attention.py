@@ -43,6 +43,23 @@ def combine_masks(*masks: jax.Array | None) -> jax.Array | None:
     return out
 
 
+def attend(q, k, v, mask, dropout_rate: float = 0.0, deterministic: bool = True, implementation=None):
+    """Scaled dot-product attention: q [B, Tq, H, K], k/v [B, Tk, H, K], mask [B|1, 1|H, Tq, Tk] -> [B, Tq, H, K].
+
+    Goes through `jax.nn.dot_product_attention` (fused kernels where the backend has them) except for
+    attention-probability dropout while training, which needs the explicit probabilities. Call it inside a
+    module's compact method when dropout is on (it creates an nn.Dropout).
+    """
+    if dropout_rate > 0.0 and not deterministic:
+        logits = jnp.einsum("bqhd,bkhd->bhqk", q * q.shape[-1] ** -0.5, k).astype(jnp.float32)
+        if mask is not None:
+            logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
+        probs = jax.nn.softmax(logits, axis=-1).astype(q.dtype)
+        probs = nn.Dropout(dropout_rate)(probs, deterministic=False)
+        return jnp.einsum("bhqk,bkhd->bqhd", probs, v)
+    return jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=implementation)
+
+
 # Kernels are created in their final [embed, heads, kv] / [heads, kv, embed] shapes (xavier over the fused axes,
 # the distribution DenseGeneral draws) instead of nn.DenseGeneral's flat-then-reshape: Flax re-runs a parameter's
 # init abstractly on every apply to check shapes, and reshaping a logically-partitioned kernel under active
@@ -151,10 +168,7 @@ class MultiHeadAttention(nn.Module):
         k = nn.with_logical_constraint(k, ("batch", "length", "heads", "kv"))
         v = nn.with_logical_constraint(v, ("batch", "length", "heads", "kv"))
 
-        if self.dropout_rate > 0.0 and not deterministic:
-            out = self._attention_with_dropout(q, k, v, mask)
-        else:
-            out = jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=self.implementation)
+        out = attend(q, k, v, mask, self.dropout_rate, deterministic, self.implementation)
         out = nn.with_logical_constraint(out, ("batch", "length", "heads", "kv"))
         return OutputProjection(
             self.out_features or features,
@@ -163,12 +177,3 @@ class MultiHeadAttention(nn.Module):
             param_dtype=self.param_dtype,
             name="out",
         )(out)
-
-    def _attention_with_dropout(self, q, k, v, mask):
-        scale = q.shape[-1] ** -0.5
-        logits = jnp.einsum("bqhd,bkhd->bhqk", q * scale, k).astype(jnp.float32)
-        if mask is not None:
-            logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
-        probs = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
-        probs = nn.Dropout(self.dropout_rate)(probs, deterministic=False)
-        return jnp.einsum("bhqk,bkhd->bqhd", probs, v)

@@ -1,6 +1,35 @@
 """Complete models: encoders + fusion + heads. Usable without the trainer: init/apply like any Linen module."""
 
 from mmjax.models.bert import BertModel
+from mmjax.models.captioner import Captioner, beam_search, greedy_decode
+from mmjax.models.classifier import Classifier
 from mmjax.models.clip import CLIP, l2_normalize
+from mmjax.models.heads import HEADS, AnswerHead, ClassificationHead, build_head
+from mmjax.models.visualbert import VisualBertModel, init_text_from_bert, visualbert_from_bert
+from mmjax.models.visualbert_heads import (
+    VisualBertForClassification,
+    VisualBertForPreTraining,
+    VisualBertForQuestionAnswering,
+    VisualBertForVisualReasoning,
+)
 
-__all__ = ["CLIP", "BertModel", "l2_normalize"]
+__all__ = [
+    "CLIP",
+    "HEADS",
+    "AnswerHead",
+    "BertModel",
+    "Captioner",
+    "ClassificationHead",
+    "Classifier",
+    "VisualBertForClassification",
+    "VisualBertForPreTraining",
+    "VisualBertForQuestionAnswering",
+    "VisualBertForVisualReasoning",
+    "VisualBertModel",
+    "beam_search",
+    "build_head",
+    "greedy_decode",
+    "init_text_from_bert",
+    "l2_normalize",
+    "visualbert_from_bert",
+]

@@ -1,0 +1,198 @@
+"""Visual tokens for single-stream models (VisualBERT): detector region features, or any image tower's tokens.
+
+Region mode: features [B, R, D_v] from an external detector (e.g. Faster R-CNN's 2048-d pooled boxes), an
+optional [B, R] validity mask and optional [B, R, 4] boxes. Grid mode (`image_tower` set): pixel_values go
+through any mmjax image tower (ViT patches, ResNet feature map) and its Encoded.tokens become the region
+features, so the whole model trains end to end without a detector.
+
+Each visual token is  projection(features) + visual type embedding + visual position embedding (+ box
+embedding), as in VisualBERT. Every visual token takes row 0 of the visual position table (regions have no
+order), plus, with `image_text_alignment`, the mean of the *text* position embeddings of the words it is
+aligned to (the original model's alignment for Flickr30k entities).
+
+Parameter names (stable; converters depend on them): `projection` (kernel [D_v, D]), `type_embed`
+(embedding [types, D]), `pos_embed` (embedding [max_length, D]), `box_embed` (kernel [5, D], only with
+use_boxes), `ln` (only with normalize), `image_tower` (grid mode).
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mmjax.layers import Encoded, PositionEmbed, TypeEmbed, dense, layer_norm, masked_mean
+
+Dtype = jnp.dtype | type
+
+
+def _concrete(x) -> bool:
+    # Value checks need concrete arrays; under jit only shapes can be checked.
+    return x is not None and not isinstance(x, jax.core.Tracer)
+
+
+def check_boxes(boxes, mask=None) -> None:
+    """Boxes [B, R, 4] as (x1, y1, x2, y2) in [0, 1] with x1 <= x2, y1 <= y2, checked at real regions only.
+
+    Raises ValueError naming the expected range and the offending values. Skipped under jit (abstract values).
+    """
+    if boxes.ndim != 3 or boxes.shape[-1] != 4:
+        raise ValueError(f"boxes must be [B, R, 4] (x1, y1, x2, y2), got shape {tuple(boxes.shape)}")
+    if not _concrete(boxes) or (mask is not None and not _concrete(mask)):
+        return
+    b = np.asarray(boxes, np.float32)
+    real = np.ones(b.shape[:2], bool) if mask is None else np.asarray(mask, bool)
+    b = b[real]
+    if b.size and (b.min() < 0.0 or b.max() > 1.0):
+        raise ValueError(
+            f"boxes must be normalized to [0, 1] by the image size, got values in [{b.min():.4g}, {b.max():.4g}]"
+        )
+    if b.size and (np.any(b[:, 2] < b[:, 0]) or np.any(b[:, 3] < b[:, 1])):
+        raise ValueError("boxes must be (x1, y1, x2, y2) with x1 <= x2 and y1 <= y2, got a box with x2 < x1 or y2 < y1")
+
+
+def box_features(boxes) -> jax.Array:
+    """[B, R, 4] (x1, y1, x2, y2) -> [B, R, 5] with the area appended (the LXMERT / UNITER box input)."""
+    area = (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
+    return jnp.concatenate([boxes, area[..., None]], axis=-1)
+
+
+def alignment_positions(alignment, text_table, num_regions: int) -> jax.Array:
+    """Mean text position embedding of the words each region is aligned to.
+
+    alignment: int [B, R', A], word positions per region, -1 for "no word" (R' >= R; extra rows are dropped,
+    as the original code pads alignments longer than the regions). text_table: [P, D]. -> [B, R, D]; a region
+    with no aligned word gets zeros.
+    """
+    if alignment.ndim != 3:
+        raise ValueError(f"image_text_alignment must be [B, R, A], got shape {tuple(alignment.shape)}")
+    if alignment.shape[1] < num_regions:
+        raise ValueError(
+            f"image_text_alignment covers {alignment.shape[1]} regions, expected at least {num_regions} (one "
+            "row per visual token)"
+        )
+    # numpy, not jnp: inside a trace jnp would turn even a concrete array into a tracer
+    top = int(np.max(np.asarray(alignment))) if _concrete(alignment) and alignment.size else -1
+    if top >= text_table.shape[0]:
+        raise ValueError(
+            f"image_text_alignment holds position {top}, expected < {text_table.shape[0]} (the text position table)"
+        )
+    alignment = alignment[:, :num_regions]
+    valid = (alignment != -1).astype(text_table.dtype)
+    emb = jnp.take(text_table, jnp.maximum(alignment, 0), axis=0) * valid[..., None]
+    return emb.sum(2) / jnp.maximum(valid.sum(2), 1.0)[..., None]
+
+
+class RegionEmbeddings(nn.Module):
+    """Region features or image-tower tokens -> Encoded(tokens [B, R, D], mask [B, R], pooled [B, D]).
+
+    width:        D, the joint model's width.
+    feature_dim:  D_v, the region feature width (Hugging Face's `visual_embedding_dim`); checked against the
+                  input. In grid mode None takes the tower's width.
+    max_length:   rows of the visual position table. The joint sequence (text + visual) must fit it: VisualBERT
+                  sizes both position tables by the same `max_position_embeddings` budget.
+    use_boxes:    add a learned embedding of [x1, y1, x2, y2, area] (an mmjax extension; Hugging Face has no
+                  box input, so it is off for checkpoints converted from there).
+    image_tower:  grid mode: a module pixel_values -> Encoded whose tokens become the region features.
+    normalize:    apply a LayerNorm (`ln`) to the tokens. Off for VisualBERT, which normalizes visual and text
+                  embeddings with the one embedding LayerNorm of its text side; on to use this as a tower.
+    """
+
+    width: int
+    feature_dim: int | None = None
+    max_length: int = 512
+    type_vocab_size: int = 2
+    use_boxes: bool = False
+    image_tower: nn.Module | None = None
+    normalize: bool = False
+    layer_norm_eps: float = 1e-12
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(
+        self,
+        visual_embeds=None,
+        visual_attention_mask=None,
+        visual_token_type_ids=None,
+        image_text_alignment=None,
+        boxes=None,
+        pixel_values=None,
+        *,
+        text_position_table=None,
+        text_length: int = 0,
+        train: bool = False,
+    ) -> Encoded:
+        """visual_embeds [B, R, D_v] (region mode) or pixel_values [B, H, W, C] / [B, I, H, W, C] (grid mode;
+        I images per example give I * N tokens). visual_attention_mask [B, R] (1 = real region);
+        visual_token_type_ids [B, R] (default 1, as Hugging Face); boxes [B, R, 4] in [0, 1];
+        image_text_alignment [B, R, A] with text_position_table [P, D]; text_length: text tokens that share
+        the sequence, for the length check.
+        """
+        features, mask = self._features(visual_embeds, visual_attention_mask, pixel_values, train)
+        b, r, d_v = features.shape
+        if self.feature_dim is not None and d_v != self.feature_dim:
+            raise ValueError(
+                f"region features must have width {self.feature_dim} (feature_dim / visual_embedding_dim), "
+                f"got {d_v} (shape {tuple(features.shape)})"
+            )
+        if text_length + r > self.max_length:
+            raise ValueError(
+                f"{text_length} text + {r} visual tokens = {text_length + r} exceed the position table of "
+                f"{self.max_length} positions"
+            )
+        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        x = dense(self.width, ("embed", "mlp"), name="projection", **kw)(features.astype(self.dtype))
+        if visual_token_type_ids is None:
+            visual_token_type_ids = jnp.ones((b, r), jnp.int32)
+        _check_shape("visual_token_type_ids", visual_token_type_ids, (b, r))
+        x = x + TypeEmbed(self.type_vocab_size, self.width, name="type_embed", **kw)(visual_token_type_ids)
+        x = PositionEmbed(self.max_length, name="pos_embed", **kw)(x, position_ids=jnp.zeros((b, r), jnp.int32))
+        if image_text_alignment is not None:
+            if text_position_table is None:
+                raise ValueError("image_text_alignment needs text_position_table (the text side's positions)")
+            x = x + alignment_positions(image_text_alignment, jnp.asarray(text_position_table, self.dtype), r)
+        if self.use_boxes:
+            if boxes is None:
+                raise ValueError("use_boxes=True needs boxes [B, R, 4]")
+            _check_shape("boxes", boxes, (b, r, 4))
+            check_boxes(boxes, mask)
+            x = x + dense(self.width, (None, "mlp"), name="box_embed", **kw)(box_features(boxes.astype(self.dtype)))
+        elif boxes is not None:
+            raise ValueError("boxes were given but use_boxes=False; set use_boxes=True to embed them")
+        if self.normalize:
+            x = layer_norm(self.layer_norm_eps, name="ln", **kw)(x)
+        x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
+        return Encoded(tokens=x, mask=mask, pooled=masked_mean(x, mask))
+
+    def _features(self, visual_embeds, visual_attention_mask, pixel_values, train):
+        """-> (features [B, R, D_v], mask [B, R] bool) from region features or the image tower."""
+        if self.image_tower is None:
+            if visual_embeds is None or pixel_values is not None:
+                raise ValueError("RegionEmbeddings without image_tower takes visual_embeds [B, R, D_v], not pixels")
+            if visual_embeds.ndim != 3:
+                raise ValueError(f"visual_embeds must be [B, R, D_v], got shape {tuple(visual_embeds.shape)}")
+            features, mask = visual_embeds, jnp.ones(visual_embeds.shape[:2], bool)
+        else:
+            if pixel_values is None or visual_embeds is not None:
+                raise ValueError("RegionEmbeddings with an image_tower takes pixel_values, not visual_embeds")
+            features, mask = self._tower_tokens(pixel_values, train)
+        if visual_attention_mask is not None:
+            _check_shape("visual_attention_mask", visual_attention_mask, features.shape[:2])
+            mask = jnp.logical_and(mask, visual_attention_mask.astype(bool))
+        return features, mask
+
+    def _tower_tokens(self, pixel_values, train):
+        if pixel_values.ndim not in (4, 5):
+            raise ValueError(f"pixel_values must be [B, H, W, C] or [B, I, H, W, C], got {tuple(pixel_values.shape)}")
+        images = pixel_values.reshape(-1, *pixel_values.shape[-3:])
+        enc = self.image_tower(images, train=train)
+        b = pixel_values.shape[0]
+        # Several images per example (NLVR2 pairs) become one longer visual sequence: [B * I, N, D] -> [B, I*N, D].
+        return enc.tokens.reshape(b, -1, enc.tokens.shape[-1]), enc.mask.reshape(b, -1)
+
+
+def _check_shape(name, x, expected) -> None:
+    if tuple(x.shape) != tuple(expected):
+        raise ValueError(f"{name} must have shape {tuple(expected)}, got {tuple(x.shape)}")
