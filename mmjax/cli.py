@@ -51,6 +51,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from mmjax import config as mmconfig
 
+    if known.command != "convert":
+        from mmjax import distributed
+
+        # Joins a multi-process run (TPU pod, SLURM, MMJAX_* variables) if there is one; it must come before
+        # anything starts a JAX backend, which is why it is here and not in the trainer.
+        distributed.initialize()
     try:
         if known.command == "convert":
             from mmjax.convert import load_pretrained, save_pretrained

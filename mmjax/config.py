@@ -105,7 +105,7 @@ def point_name(point: Mapping[str, Any]) -> str:
     """A directory-safe name for a sweep point: {'model.fusion': 'late', 'seed': 1} -> 'fusion=late,seed=1'."""
     if not point:
         return "default"
-    parts = [f"{k.rsplit('.', 1)[-1]}={v}" for k, v in point.items()]
+    parts = [f"{k.rsplit('.', 1)[-1]}={v['name'] if isinstance(v, Mapping) else v}" for k, v in point.items()]
     return ",".join(parts).replace("/", "_").replace(" ", "")
 
 
@@ -164,7 +164,14 @@ def set_key(config: ml_collections.ConfigDict, key: str, value: Any, *, parse: b
         raise _unknown_key(config, key)
     current = node[leaf]
     if isinstance(current, ml_collections.ConfigDict):
-        raise ConfigError(f"config key {key!r} is a group; set one of its keys instead")
+        if parse and isinstance(value, str):
+            try:
+                value = ast.literal_eval(value)
+            except (ValueError, SyntaxError):
+                pass
+        if not isinstance(value, Mapping):  # a whole group is replaced only by a mapping (sweeps do this)
+            raise ConfigError(f"config key {key!r} is a group; set one of its keys instead")
+        value = ml_collections.ConfigDict(dict(value))
     if parse and isinstance(value, str):
         value = _parse_value(value, current, key)
     with node.ignore_type():

@@ -79,6 +79,13 @@ class TextTokenizer:
         """Length of `text` untruncated, start and end tokens included (> max_length: it gets cut)."""
         return len(self._full.encode(text).ids)
 
+    def token_id(self, token: str) -> int:
+        """The id of a special or vocabulary token, e.g. '[MASK]' or '<|endoftext|>'; KeyError if absent."""
+        index = self._full.token_to_id(token)
+        if index is None:
+            raise KeyError(f"token {token!r} is not in this tokenizer's vocabulary")
+        return index
+
     def decode(self, ids: Sequence[int]) -> str:
         return self._full.decode([int(i) for i in ids], skip_special_tokens=True)
 

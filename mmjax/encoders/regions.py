@@ -196,3 +196,25 @@ class RegionEmbeddings(nn.Module):
 def _check_shape(name, x, expected) -> None:
     if tuple(x.shape) != tuple(expected):
         raise ValueError(f"{name} must have shape {tuple(expected)}, got {tuple(x.shape)}")
+
+
+def crop_regions(images, boxes, size: int = 8):
+    """Detector-style region features without a detector: each box resampled to size x size pixels.
+
+    images [B, H, W, C], boxes [B, R, 4] (x0, y0, x1, y1 in [0, 1]) -> [B, R, size * size * C], bilinear.
+    With ground-truth boxes (the `shapes` dataset records them) this stands in for an object detector's
+    per-region features, so VisualBERT's region path can be trained and compared with grid features.
+    """
+    b, h, w, c = images.shape
+    steps = (jnp.arange(size, dtype=jnp.float32) + 0.5) / size
+    ys = boxes[..., 1:2] + steps * (boxes[..., 3:4] - boxes[..., 1:2])  # [B, R, s]
+    xs = boxes[..., 0:1] + steps * (boxes[..., 2:3] - boxes[..., 0:1])
+    rows = jnp.broadcast_to(ys[..., :, None] * h - 0.5, (*ys.shape, size))  # pixel centres, [B, R, s, s]
+    cols = jnp.broadcast_to(xs[..., None, :] * w - 0.5, (*xs.shape[:-1], size, size))
+
+    def one_image(image, r, q):
+        sample = lambda channel: jax.scipy.ndimage.map_coordinates(channel, [r, q], order=1, mode="nearest")  # noqa: E731
+        return jnp.stack([sample(image[..., k]) for k in range(c)], axis=-1)
+
+    crops = jax.vmap(one_image)(images.astype(jnp.float32), rows, cols)
+    return crops.reshape(b, boxes.shape[1], size * size * c)

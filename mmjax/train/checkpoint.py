@@ -15,6 +15,7 @@ from typing import Any
 import grain
 import jax
 import orbax.checkpoint as ocp
+from etils import epath
 
 logger = logging.getLogger(__name__)
 
@@ -43,13 +44,32 @@ class Checkpointer:
         """Restore `step` into the shapes and shardings of `abstract_state`; the data iterator in place.
 
         `abstract_state` holds jax.ShapeDtypeStruct leaves with shardings, so each array is read directly into
-        its place on the current mesh, whatever mesh or process count wrote it.
+        its place on the current mesh, whatever mesh or process count wrote it. The data iterator's state is
+        per process (each reads its own shard of the records), so it is only restored with the process count
+        that saved it; with another count the pipeline starts over, with a warning.
         """
         items = {"state": ocp.args.StandardRestore(abstract_state)}
-        if data_iterator is not None:
+        if data_iterator is not None and self._has_data_state(step):
             items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
         restored = self.manager.restore(step, args=ocp.args.Composite(**items))
         return restored["state"]
+
+    def _has_data_state(self, step: int) -> bool:
+        """Whether `step` holds a data-iterator state for this process under the current process count."""
+        # grain names the file process_<index>-of-<count>.json (grain 0.2 checkpoint handler).
+        data = epath.Path(self.directory) / str(step) / "data"
+        if (data / f"process_{jax.process_index()}-of-{jax.process_count()}.json").exists():
+            return True
+        saved = sorted(p.name for p in data.glob("process_*.json")) if data.exists() else []
+        logger.warning(
+            "step %d: no data-iterator state for process %d of %d (saved: %s); the input pipeline starts from its "
+            "beginning, so examples seen before the checkpoint may be seen again",
+            step,
+            jax.process_index(),
+            jax.process_count(),
+            ", ".join(saved) or "none",
+        )
+        return False
 
     def restore_params(self, step: int | None = None) -> Any:
         """Only the parameters of a checkpoint (for `init_from`), as host arrays."""

@@ -12,6 +12,7 @@ import logging
 import pathlib
 import signal
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import jax
@@ -21,7 +22,7 @@ import numpy as np
 
 from mmjax import config as mmconfig
 from mmjax import data as mmdata
-from mmjax import sharding
+from mmjax import distributed, sharding
 from mmjax.train import init_from as init_from_lib
 from mmjax.train.checkpoint import Checkpointer, abstract_like
 from mmjax.train.metrics import MetricWriter, Progress, compiled_flops, device_peak_flops
@@ -36,10 +37,13 @@ logger = logging.getLogger(__name__)
 class Setup:
     """Everything a run needs before its first step: mesh, task, optimizer, state layout, compiled step."""
 
-    def __init__(self, config: ml_collections.ConfigDict):
-        mmconfig.validate(config, jax.device_count())
+    def __init__(self, config: ml_collections.ConfigDict, devices: Sequence[jax.Device] | None = None):
+        """`devices`: the devices the mesh spans (default: all of them, `jax.devices()`)."""
+        self.devices = list(devices) if devices is not None else jax.devices()
+        mmconfig.validate(config, len(self.devices))
         self.config = config
-        self.mesh = sharding.make_mesh(config.mesh.to_dict())
+        # config.dcn_mesh (multi-slice TPU only) splits mesh axes across slices; absent, this is sharding.make_mesh.
+        self.mesh = distributed.make_mesh(config.mesh.to_dict(), self.devices, config.get("dcn_mesh", None))
         self.rules = sharding.get_rules(config.get("sharding", "dp")).for_mesh(self.mesh)
         self.task: Task = build_task(config)
         init_rng, self.state_rng = jax.random.split(jax.random.key(config.seed))
@@ -104,6 +108,11 @@ def _unbox(tree: Any) -> Any:
 def _sigterm_flag():
     """Turn SIGTERM (preemption) into a flag the loop checks after each step, so it can save and exit."""
     flag = {"set": False}
+    if distributed.preemption_sync_enabled():
+        # Multi-process: JAX's coordination service owns SIGTERM (a Python handler would replace its C++ one) and
+        # the loop polls `distributed.reached_preemption_sync_point` instead, so every process stops at one step.
+        yield flag
+        return
 
     def handler(signum, frame):
         del signum, frame
@@ -120,12 +129,17 @@ def _sigterm_flag():
             signal.signal(signal.SIGTERM, previous)
 
 
-def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-    """Train `config` in `workdir`, resuming from its newest complete checkpoint. Returns the final metrics."""
+def train(
+    config: ml_collections.ConfigDict, workdir: str, *, devices: Sequence[jax.Device] | None = None
+) -> dict[str, Any]:
+    """Train `config` in `workdir`, resuming from its newest complete checkpoint. Returns the final metrics.
+
+    `devices`: the devices to train on (default: all); the mesh in `config.mesh` must fit their number.
+    """
     workdir = pathlib.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     main = jax.process_index() == 0
-    setup = Setup(config)
+    setup = Setup(config, devices)
     ckpt = Checkpointer(workdir / "checkpoints", keep=config.get("keep_checkpoints", 3))
     train_it = setup.train_data()
     start = ckpt.latest_step()
@@ -163,29 +177,32 @@ class _Loop:
         config, total = self.config, self.config.total_steps
         profile = tuple(config.get("profile_steps", ()) or ())
         pending: list[tuple[int, dict]] = []
-        window_start = None
+        window_start, tracing = None, False
         for step in range(start, total):
             batch = next(train_it)
             if self.compiled is None:
                 self.compile(state, batch)
-            if profile and step == profile[0]:
+                window_start = time.perf_counter()  # step times exclude compilation
+            done = step + 1  # steps are counted from 1, as in metrics.jsonl and checkpoints
+            if profile and done == profile[0]:
                 jax.profiler.start_trace(str(self.workdir / "profile"))
+                tracing = True
             state, metrics = self.compiled(state, batch)
-            done = step + 1
-            if profile and done == profile[-1]:
+            if distributed.reached_preemption_sync_point(done):  # a SIGTERM reached some process
+                preempted["set"] = True
+            if tracing and (done == profile[-1] or done == total or preempted["set"]):
                 jax.block_until_ready(state)
                 jax.profiler.stop_trace()
-            if window_start is None:  # the first step includes compilation: time from its end
-                jax.block_until_ready(metrics)
-                window_start = time.perf_counter()
-            else:
-                pending.append((done, metrics))
+                tracing = False
+            pending.append((done, metrics))
             if pending and (done % config.log_every == 0 or done == total):
                 self.log(pending, time.perf_counter() - window_start, train_it)
                 pending, window_start = [], time.perf_counter()
             if done % config.checkpoint_every == 0 or done == total or preempted["set"]:
                 ckpt.save(done, state, train_it, config.to_dict(), force=preempted["set"])
             if preempted["set"]:
+                if pending:  # the resumed run starts after `done`: log what it will not
+                    self.log(pending, time.perf_counter() - window_start, train_it)
                 logger.warning("SIGTERM: saved step %d, exiting", done)
                 ckpt.wait()
                 return state
@@ -233,11 +250,17 @@ class _Loop:
         return metrics
 
 
-def evaluate(config: ml_collections.ConfigDict, workdir: str, split: str | None = None) -> dict[str, Any]:
+def evaluate(
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    split: str | None = None,
+    *,
+    devices: Sequence[jax.Device] | None = None,
+) -> dict[str, Any]:
     """Evaluate the newest checkpoint in `workdir` (the `mmjax eval` command) and write workdir/eval.json."""
     from mmjax.eval import write_eval_json
 
-    setup = Setup(config)
+    setup = Setup(config, devices)
     ckpt = Checkpointer(pathlib.Path(workdir) / "checkpoints", async_save=False)
     step = ckpt.latest_step()
     if step is None:

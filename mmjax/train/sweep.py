@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import pathlib
+import shlex
 from typing import Any
 
 from mmjax import config as mmconfig
@@ -34,8 +35,9 @@ def run_sweep(spec: str, workdir: str, overrides: list[str], *, dry_run: bool = 
     points = sweep_points(spec, overrides)
     if dry_run:
         for name, point in points:
-            args = " ".join(f"--config.{k}={v}" for k, v in point.items())
-            print(f"{name}\tmmjax train --config {spec} --workdir {workdir}/{name} {' '.join(overrides)} {args}")
+            args = [f"--config.{k}={json.dumps(v) if isinstance(v, dict) else v}" for k, v in point.items()]
+            command = ["mmjax", "train", "--config", spec, "--workdir", f"{workdir}/{name}", *overrides, *args]
+            print(f"{name}\t{shlex.join(command)}")
         return []
     from mmjax.train.loop import train
 

@@ -16,51 +16,15 @@ from typing import Any
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from jax.experimental import multihost_utils
 
-from mmjax import data as mmdata
 from mmjax import losses
-from mmjax.encoders import build_tower
 from mmjax.models import CLIP
-
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
-
-
-def dtype_of(name: str):
-    if name not in DTYPES:
-        raise ValueError(f"unknown dtype {name!r}; expected one of {sorted(DTYPES)}")
-    return DTYPES[name]
-
-
-def tower_from_config(cfg: ml_collections.ConfigDict, dtype) -> nn.Module:
-    """{name: 'vit', variant: 'Ti/16', ...fields} -> the tower, computing in `dtype`."""
-    kwargs = cfg.to_dict()
-    name = kwargs.pop("name")
-    return build_tower(name, dtype=dtype, **kwargs)
-
-
-class Task:
-    """Shared plumbing; subclasses define build_model, init_batch, init, loss and evaluate."""
-
-    def __init__(self, config: ml_collections.ConfigDict):
-        self.config = config
-        self.dtype = dtype_of(config.model.get("dtype", "float32"))
-        self.model = self.build_model(config.model)
-
-    def build_model(self, cfg) -> nn.Module:
-        raise NotImplementedError
-
-    def eval_data(self, mesh, split: str | None = None, **overrides):
-        """One ordered pass over the eval split (last batch padded; `example_mask` marks real rows)."""
-        cfg = ml_collections.ConfigDict(self.config.data.to_dict())
-        cfg.batch_size = self.config.get("eval", {}).get("batch_size", self.config.batch_size)
-        for k, v in overrides.items():
-            cfg[k] = v
-        split = split or self.config.get("eval", {}).get("split", "validation")
-        return mmdata.build_pipeline(cfg, split, train=False, mesh=mesh)
+from mmjax.train.task_base import Task, to_host, tower_from_config
+from mmjax.train.task_captioning import CaptioningTask
+from mmjax.train.task_pretrain import VisualBertPretrainTask
+from mmjax.train.task_vqa import ClassificationTask, VQATask
 
 
 class ContrastiveTask(Task):
@@ -86,12 +50,7 @@ class ContrastiveTask(Task):
         )
 
     def init_batch(self) -> dict[str, np.ndarray]:
-        size, length = self.config.data.image_size, self.config.data.tokenizer.max_length
-        return {
-            "image": np.zeros((1, size, size, 3), np.float32),
-            "input_ids": np.zeros((1, length), np.int32),
-            "attention_mask": np.ones((1, length), np.int32),
-        }
+        return self.image_text_batch()
 
     def init(self, rng, batch):
         return self.model.init(rng, batch["image"], batch["input_ids"], batch["attention_mask"])["params"]
@@ -138,13 +97,12 @@ class ContrastiveTask(Task):
         return retrieval_metrics(np.concatenate(images), np.concatenate(texts), np.concatenate(text_to_image))
 
 
-def to_host(tree):
-    """Global (possibly multi-process) jax.Arrays -> full numpy arrays on every process."""
-    return jax.tree.map(lambda x: np.asarray(multihost_utils.process_allgather(x, tiled=True)), tree)
-
-
 TASKS: dict[str, type[Task]] = {
     "contrastive": ContrastiveTask,
+    "vqa": VQATask,
+    "classification": ClassificationTask,
+    "visualbert_pretrain": VisualBertPretrainTask,
+    "captioning": CaptioningTask,
 }
 
 

@@ -1,0 +1,38 @@
+"""Captioning on `shapes`: a ViT image tower and a transformer decoder; BLEU-4 and CIDEr on the test split.
+
+mmjax train --config configs/caption_shapes.py --workdir runs/caption
+mmjax train --config configs/caption_shapes.py:tiny --workdir /tmp/c
+"""
+
+import pathlib
+import sys
+
+sys.path.insert(0, str(pathlib.Path(__file__).parent))
+
+from common import base_config, parse_arg, tiny_shapes  # noqa: E402
+
+
+def get_config(arg=None):
+    a = parse_arg(arg)
+    c = base_config()
+    c.task = "captioning"
+    c.data.tokenizer.max_length = 64
+    c.data.random_crop = False  # captions name positions; a crop would make them wrong
+    c.model.update(
+        {
+            "image": {"name": "vit", "width": 128, "depth": 4, "num_heads": 4, "patch_size": 8, "image_size": 64},
+            "width": 128,
+            "num_layers": 3,
+            "num_heads": 4,
+        }
+    )
+    c.optim.update({"lr": 5e-4, "warmup_steps": 200, "weight_decay": 0.01})
+    c.batch_size = 64
+    c.total_steps = 3000
+    c.eval.split = "test"
+    if a["tiny"]:
+        tiny_shapes(c)
+        c.data.tokenizer.max_length = 24
+        c.model.image.update({"width": 32, "depth": 1, "num_heads": 2, "image_size": 32})
+        c.model.update({"width": 32, "num_layers": 1, "num_heads": 2})
+    return c

@@ -1,0 +1,79 @@
+"""VQA on `shapes`: VisualBERT (grid or detector-style region features) or any fusion of an image and a text tower.
+
+    mmjax train --config configs/vqa_shapes.py --workdir runs/vqa                      # VisualBERT, grid features
+    mmjax train --config configs/vqa_shapes.py:visual=regions --workdir runs/vqa_reg   # region features + boxes
+    mmjax train --config configs/vqa_shapes.py:model=fusion,fusion=bottleneck --workdir runs/f
+    mmjax sweep --config configs/vqa_shapes.py:model=fusion --workdir runs/fusion      # early/late/mid/bottleneck
+Add `tiny` to any of them for a seconds-long CPU run.
+"""
+
+import pathlib
+import sys
+
+sys.path.insert(0, str(pathlib.Path(__file__).parent))
+
+from common import base_config, parse_arg, tiny_shapes  # noqa: E402
+
+FUSION_FIELDS = {
+    "early": {},
+    "late": {"combine": "concat"},
+    "mid": {"fusion_layer": 2},
+    "bottleneck": {"n_bottlenecks": 4, "fusion_layer": 2},
+}
+
+
+def get_config(arg=None):
+    a = parse_arg(arg, model="visualbert", visual="grid", fusion="early")
+    c = base_config()
+    c.task = "vqa"
+    c.data.task = "vqa"
+    c.data.tokenizer.max_length = 24
+    c.data.random_crop = False  # spatial questions: a crop would move objects out of their stated positions
+    c.data.max_regions = 5 if a["visual"] == "regions" else 0
+    image = {"name": "vit", "width": 128, "depth": 4, "num_heads": 4, "patch_size": 8, "image_size": 64}
+    text = {"name": "bert", "vocab_size": 49408, "width": 128, "depth": 4, "num_heads": 4, "max_length": 128}
+    c.model.update({"kind": a["model"], "visual": a["visual"], "region_size": 8, "loss": "softmax"})
+    if a["model"] == "visualbert":
+        c.model.update({"image": image, "text": text})
+    elif a["model"] == "fusion":
+        layers = {"width": 128, "num_layers": 4, "num_heads": 4}
+        c.model.update(
+            {
+                "image": {**image, "depth": 2},
+                "text": {**text, "depth": 2, "max_length": 24, "pool": "mean"},
+                "fusion": {
+                    "name": a["fusion"],
+                    **(layers if a["fusion"] != "late" else {}),
+                    **FUSION_FIELDS[a["fusion"]],
+                },
+                "head": "classification",
+            }
+        )
+    else:
+        raise ValueError(f"model must be 'visualbert' or 'fusion', got {a['model']!r}")
+    c.optim.update({"lr": 3e-4, "warmup_steps": 200, "weight_decay": 0.01})
+    c.batch_size = 128
+    c.total_steps = 3000
+    c.eval_every = 1000
+    c.eval.split = "test"
+    if a["tiny"]:
+        tiny_shapes(c)
+        c.model.image.update({"width": 32, "depth": 1, "num_heads": 2, "image_size": 32})
+        c.model.text.update({"width": 32, "depth": 1, "num_heads": 2})
+        if a["model"] == "fusion" and a["fusion"] != "late":
+            c.model.fusion.update({"width": 32, "num_layers": 2, "num_heads": 2})
+            if "fusion_layer" in c.model.fusion:
+                c.model.fusion.fusion_layer = 1
+    return c
+
+
+def get_sweep(arg=None):
+    """The fusion ablation: the same towers and budget, four ways to fuse them."""
+    if parse_arg(arg, model="visualbert", visual="grid", fusion="early")["model"] != "fusion":
+        return []
+    return [{"product": {"model.fusion": [_fusion(name, arg) for name in FUSION_FIELDS]}}]
+
+
+def _fusion(name, arg):
+    parts = [p for p in (arg or "").split(",") if p and not p.startswith("fusion=")]
+    return get_config(",".join(parts + [f"fusion={name}"])).model.fusion.to_dict()

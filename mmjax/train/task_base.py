@@ -1,0 +1,72 @@
+"""What every task shares: dtype names, towers from config, the eval-split pipeline, host gathering."""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from jax.experimental import multihost_utils
+
+from mmjax import data as mmdata
+from mmjax.encoders import build_tower
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+
+def dtype_of(name: str):
+    if name not in DTYPES:
+        raise ValueError(f"unknown dtype {name!r}; expected one of {sorted(DTYPES)}")
+    return DTYPES[name]
+
+
+def tower_from_config(cfg: ml_collections.ConfigDict, dtype) -> nn.Module:
+    """{name: 'vit', variant: 'Ti/16', ...fields} -> the tower, computing in `dtype`."""
+    kwargs = cfg.to_dict()
+    name = kwargs.pop("name")
+    return build_tower(name, dtype=dtype, **kwargs)
+
+
+def tokenizer_of(config: ml_collections.ConfigDict) -> mmdata.TextTokenizer:
+    """The tokenizer the data pipeline uses for `config` (tasks need its special ids and decoding)."""
+    return mmdata.tokenizer_from_config(config.data.tokenizer)
+
+
+def to_host(tree):
+    """Global (possibly multi-process) jax.Arrays -> full numpy arrays on every process."""
+    return jax.tree.map(lambda x: np.asarray(multihost_utils.process_allgather(x, tiled=True)), tree)
+
+
+class Task:
+    """Shared plumbing; subclasses define build_model, init_batch, init, loss and evaluate (see tasks.py)."""
+
+    def __init__(self, config: ml_collections.ConfigDict):
+        self.config = config
+        self.dtype = dtype_of(config.model.get("dtype", "float32"))
+        self.model = self.build_model(config.model)
+
+    def build_model(self, cfg) -> nn.Module:
+        raise NotImplementedError
+
+    def data_config(self, **overrides) -> ml_collections.ConfigDict:
+        cfg = ml_collections.ConfigDict(self.config.data.to_dict())
+        for k, v in overrides.items():
+            cfg[k] = v
+        return cfg
+
+    def eval_data(self, mesh, split: str | None = None, **overrides):
+        """One ordered pass over the eval split (last batch padded; `example_mask` marks real rows)."""
+        cfg = self.data_config(**overrides)
+        cfg.batch_size = self.config.get("eval", {}).get("batch_size", self.config.batch_size)
+        split = split or self.config.get("eval", {}).get("split", "validation")
+        return mmdata.build_pipeline(cfg, split, train=False, mesh=mesh)
+
+    def image_text_batch(self, batch_size: int = 1) -> dict[str, np.ndarray]:
+        """Zeros shaped like an image-text batch of the configured sizes (for init)."""
+        size, length = self.config.data.image_size, self.config.data.tokenizer.max_length
+        return {
+            "image": np.zeros((batch_size, size, size, 3), np.float32),
+            "input_ids": np.zeros((batch_size, length), np.int32),
+            "attention_mask": np.ones((batch_size, length), np.int32),
+        }

@@ -1,0 +1,68 @@
+"""The `mmjax` command line: config errors exit 2 with one line; `sweep --dry_run` lists the points."""
+
+import pathlib
+import subprocess
+import sys
+import textwrap
+
+from mmjax import cli
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+TINY = f"{REPO}/configs/clip_shapes.py:tiny"
+
+
+def test_unknown_override_exits_2_with_one_line(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "mmjax", "train", "--config", TINY, "--workdir", str(tmp_path), "--config.optim.lrr=1"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "mmjax: config error: unknown config key 'optim.lrr'; did you mean 'optim.lr'?"
+    assert not list(tmp_path.iterdir()), "nothing was started"
+
+
+def test_config_errors_found_by_validation_also_exit_2(tmp_path, capsys):
+    argv = ["train", "--config", TINY, "--workdir", str(tmp_path / "w"), "--config.mesh.data=3"]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "config key 'mesh'" in err[0]
+
+
+def test_sweep_dry_run_lists_every_point(tmp_path, capsys):
+    spec = tmp_path / "sweep_config.py"
+    spec.write_text(
+        textwrap.dedent(
+            f"""
+            import sys
+            sys.path.insert(0, {str(REPO / "configs")!r})
+            from clip_shapes import get_config as clip_config
+
+            def get_config(arg=None):
+                return clip_config("tiny")
+
+            def get_sweep(arg=None):
+                return [{{"product": {{"model.loss": ["softmax", "sigmoid"], "seed": [0, 1]}}}}]
+            """
+        )
+    )
+    argv = ["sweep", "--config", str(spec), "--workdir", str(tmp_path / "runs"), "--dry_run", "--config.total_steps=2"]
+    assert cli.main(argv) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    names = [line.split("\t")[0] for line in lines]
+    assert names == ["loss=softmax,seed=0", "loss=softmax,seed=1", "loss=sigmoid,seed=0", "loss=sigmoid,seed=1"]
+    assert "--config.total_steps=2 --config.model.loss=sigmoid --config.seed=1" in lines[-1]
+    assert f"--workdir {tmp_path / 'runs'}/loss=sigmoid,seed=1" in lines[-1]
+    assert not (tmp_path / "runs").exists(), "a dry run trains nothing"
+
+
+def test_sweep_with_a_bad_key_fails_before_training(tmp_path, capsys):
+    spec = tmp_path / "bad_sweep.py"
+    spec.write_text(
+        f"import sys\nsys.path.insert(0, {str(REPO / 'configs')!r})\nfrom clip_shapes import get_config\n\n"
+        "def get_sweep(arg=None):\n    return [{'product': {'optim.lrr': [1e-3]}}]\n"
+    )
+    assert cli.main(["sweep", "--config", f"{spec}:tiny", "--workdir", str(tmp_path / "runs"), "--dry_run"]) == 2
+    assert "did you mean 'optim.lr'?" in capsys.readouterr().err

@@ -1,0 +1,88 @@
+"""What a run leaves in its workdir (metrics, TensorBoard, eval.json, a profile), `mmjax eval`, `init_from`,
+and what a non-finite loss does. Most tests read the one baseline run (conftest.baseline_run)."""
+
+import json
+import math
+import re
+
+import jax
+import numpy as np
+import pytest
+from train_testing import BASELINE_STEPS, TINY, read_metrics, tiny_overrides
+
+from mmjax import cli
+from mmjax.train import init_from as init_from_lib
+from mmjax.train.checkpoint import Checkpointer
+from mmjax.train.loop import Setup, train
+
+METRIC_KEYS = {"step", "loss", "learning_rate", "grad_norm", "examples_per_sec", "step_time_ms"}
+RETRIEVAL_KEYS = {f"retrieval/{d}/recall@{k}" for d in ("image_to_text", "text_to_image") for k in (1, 5, 10)}
+
+
+def test_metrics_jsonl_has_one_record_per_logged_step(baseline_run):
+    _, workdir, result = baseline_run
+    records = read_metrics(workdir)
+    assert [r["step"] for r in records] == list(range(1, BASELINE_STEPS + 1))  # log_every=1, first step included
+    for r in records:
+        assert METRIC_KEYS <= set(r), sorted(r)
+        assert all(math.isfinite(r[k]) and r[k] >= 0 for k in METRIC_KEYS - {"step"})
+    assert records[0]["learning_rate"] == 0.0 and records[1]["learning_rate"] > 0  # one warmup step from 0
+    assert result["loss"] == records[-1]["loss"]
+
+
+def test_tensorboard_events_and_eval_json_and_profile_trace(baseline_run):
+    _, workdir, result = baseline_run
+    assert list((workdir / "tensorboard").glob("events.out.tfevents.*"))
+    saved = json.loads((workdir / "eval.json").read_text())
+    assert saved["step"] == BASELINE_STEPS
+    assert RETRIEVAL_KEYS <= set(saved)
+    assert all(0 <= saved[k] <= 1 for k in RETRIEVAL_KEYS)
+    assert result[f"eval/{min(RETRIEVAL_KEYS)}"] == saved[min(RETRIEVAL_KEYS)]
+    assert list((workdir / "profile").rglob("*.xplane.pb")), "profile_steps wrote no trace"
+    assert Checkpointer(workdir / "checkpoints", async_save=False).latest_step() == BASELINE_STEPS
+
+
+def test_mmjax_eval_reruns_eval_from_the_checkpoint(baseline_run, data_dir, capsys):
+    _, workdir, _ = baseline_run
+    trained = json.loads((workdir / "eval.json").read_text())
+    (workdir / "eval.json").unlink()
+    # All 8 devices here, one when trained: the checkpoint is read into the current mesh.
+    overrides = [f"--config.{o}" for o in tiny_overrides(data_dir)]
+    assert cli.main(["eval", "--config", TINY, "--workdir", str(workdir), *overrides]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    again = json.loads((workdir / "eval.json").read_text())
+    assert again["step"] == BASELINE_STEPS
+    for key in RETRIEVAL_KEYS:
+        assert again[key] == pytest.approx(trained[key], abs=1e-6)
+        assert printed[key] == again[key]
+
+
+def test_init_from_another_run_copies_params_and_a_mismatch_lists_problems(baseline_run, tiny_config):
+    _, workdir, _ = baseline_run
+    config = tiny_config("init_from.kind=mmjax", f"init_from.path={workdir}")
+    state = Setup(config, jax.devices()[:1]).init_state()
+    source = Checkpointer(workdir / "checkpoints", async_save=False).restore_params()
+    jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)), state.params, source)
+
+    whole_model = init_from_lib.load_source(config.init_from)
+    with pytest.raises(ValueError, match="does not fit target 'text_tower'") as e:
+        init_from_lib.merge(state.params, whole_model, "text_tower")
+    assert "missing " in str(e.value) and "unexpected image_tower/" in str(e.value)
+
+
+def test_nonfinite_loss_stops_the_run_naming_the_step_or_is_skipped(tiny_config, tmp_path):
+    overrides = ("optim.lr=1e30", "total_steps=4", "eval_every=100", "checkpoint_every=100")
+    with pytest.raises(FloatingPointError, match=r"non-finite loss or gradient at step (\d+)") as e:
+        train(tiny_config(*overrides), str(tmp_path / "error"), devices=jax.devices()[:1])
+    bad_step = int(re.search(r"at step (\d+)", str(e.value)).group(1))
+    logged = read_metrics(tmp_path / "error")
+    assert [r["step"] for r in logged] == list(range(1, bad_step)), "every earlier step was logged"
+    assert all(math.isfinite(r["loss"]) for r in logged)
+
+    result = train(tiny_config(*overrides, "on_nonfinite=skip"), str(tmp_path / "skip"), devices=jax.devices()[:1])
+    records = read_metrics(tmp_path / "skip")
+    assert [r["step"] for r in records] == [1, 2, 3, 4]
+    skipped = [r["step"] for r in records if r["skipped_updates"]]
+    assert skipped and skipped[0] == bad_step
+    assert all(r["loss"] == "nan" or not math.isfinite(float(r["loss"])) for r in records if r["step"] in skipped)
+    assert result["skipped_updates"] == 1.0
