@@ -4,15 +4,24 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: venv test lint format clean
+.PHONY: venv demo test lint format clean
+
+DEMO_DIR ?= runs/demo
+DEMO_CONFIG ?= configs/clip_shapes.py
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	# torch sits in the same command as everything else so pip never swaps in a CUDA build to satisfy a range
-	$(PY) -m pip install -q -c constraints.txt -e '.[test]' 'torch==2.13.0'
+	$(PY) -m pip install -q -c constraints.txt -e '.[test,experiments]' 'torch==2.13.0'
 	touch $(STAMP)
 
 venv: $(STAMP)
+
+# Builds the shapes dataset (first run only), trains the CLIP demo, evaluates on the held-out test split, prints
+# the results table and draws the plots into $(DEMO_DIR). Rerunning resumes, or only reports if already done.
+demo: $(STAMP)
+	$(VENV)/bin/mmjax train --config $(DEMO_CONFIG) --workdir $(DEMO_DIR)
+	$(PY) experiments/demo_report.py --config $(DEMO_CONFIG) --workdir $(DEMO_DIR)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check mmjax tests configs experiments

@@ -1,0 +1,126 @@
+"""After `mmjax train` of a CLIP config: print the results table and draw the demo's plots into the workdir.
+
+    python experiments/demo_report.py --config configs/clip_shapes.py --workdir runs/demo [--config.k=v ...]
+
+Writes WORKDIR/curves.png (training loss, learning rate, retrieval recall over steps) and WORKDIR/retrieval.png
+(text queries from the test split, each with its top-5 retrieved test images; the true image is outlined).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+
+import jax
+import matplotlib
+
+matplotlib.use("Agg")  # files only: the demo runs on machines with no display
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from mmjax import config as mmconfig  # noqa: E402
+from mmjax.train.checkpoint import Checkpointer  # noqa: E402
+from mmjax.train.loop import Setup  # noqa: E402
+from mmjax.train.task_base import to_host, tokenizer_of  # noqa: E402
+
+
+def results_table(evals: dict) -> str:
+    keys = sorted(k for k in evals if k not in ("step", "history"))
+    lines = ["| metric | value |", "|---|---|"] + [f"| {k} | {evals[k]:.4f} |" for k in keys]
+    return "\n".join(lines)
+
+
+def plot_curves(workdir: pathlib.Path) -> pathlib.Path:
+    records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    evals = json.loads((workdir / "eval.json").read_text()).get("history", {})
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    steps = [r["step"] for r in records]
+    axes[0].plot(steps, [r["loss"] for r in records])
+    axes[0].set(title="training loss", xlabel="step", yscale="log")
+    axes[1].plot(steps, [r["learning_rate"] for r in records])
+    axes[1].set(title="learning rate", xlabel="step")
+    eval_steps = sorted(int(s) for s in evals)
+    for key in ("retrieval/text_to_image/recall@1", "retrieval/image_to_text/recall@1"):
+        axes[2].plot(eval_steps, [evals[str(s)].get(key, np.nan) for s in eval_steps], marker="o", label=key)
+    axes[2].set(title="test retrieval", xlabel="step", ylim=(0, 1))
+    axes[2].legend(fontsize=8)
+    fig.tight_layout()
+    path = workdir / "curves.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_retrieval(config, workdir: pathlib.Path, num_queries: int = 6, top_k: int = 5) -> pathlib.Path:
+    """Embed every test image and the first caption of a few; show each caption's top-k images."""
+    setup = Setup(config)
+    task = setup.task
+    ckpt = Checkpointer(workdir / "checkpoints", async_save=False)
+    with setup.activations():
+        params = ckpt.restore(ckpt.latest_step(), setup.abstract_state).params
+        embed = jax.jit(task.embed)
+        images, pixels, captions, query_embeds, query_images = [], [], [], [], []
+        tok = tokenizer_of(config)
+        offset = 0
+        for batch in task.eval_data(setup.mesh, config.eval.split, captions="all"):
+            image, text = to_host(embed(params, batch))
+            real = to_host(batch["example_mask"]).astype(bool)
+            images.append(image[real])
+            pixels.append(to_host(batch["image"])[real])
+            if len(captions) < num_queries:
+                ids = to_host(batch["input_ids"])[real]
+                for i in range(min(num_queries - len(captions), len(ids))):
+                    captions.append(tok.decode(ids[i, 0]))
+                    query_embeds.append(text[real][i, 0])
+                    query_images.append(offset + i)
+            offset += int(real.sum())
+    ckpt.close()
+    images, pixels = np.concatenate(images), np.concatenate(pixels)
+    mean, std = np.asarray(config.data.mean), np.asarray(config.data.std)
+    pixels = np.clip(pixels * std + mean, 0, 1)
+    scores = np.stack(query_embeds) @ images.T
+    fig, axes = plt.subplots(num_queries, top_k, figsize=(2 * top_k, 2.3 * num_queries))
+    for q in range(num_queries):
+        for rank, index in enumerate(np.argsort(-scores[q])[:top_k]):
+            ax = axes[q, rank]
+            ax.imshow(pixels[index])
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if index == query_images[q]:  # the image the query caption was written for
+                for side in ax.spines.values():
+                    side.set(color="lime", linewidth=4)
+        axes[q, 0].set_title(_wrap(captions[q]), fontsize=7, loc="left")
+    fig.tight_layout()
+    path = workdir / "retrieval.png"
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def _wrap(text: str, width: int = 60) -> str:
+    words, lines, line = text.split(), [], ""
+    for w in words:
+        if len(line) + len(w) + 1 > width:
+            lines.append(line)
+            line = w
+        else:
+            line = f"{line} {w}".strip()
+    return "\n".join([*lines, line][:3])
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--workdir", required=True)
+    args, overrides = parser.parse_known_args()
+    config = mmconfig.load_config(args.config, overrides)
+    workdir = pathlib.Path(args.workdir)
+    evals = json.loads((workdir / "eval.json").read_text())
+    print(f"\nResults on the {config.eval.split} split (step {evals['step']}):\n")
+    print(results_table(evals))
+    print(f"\nplots: {plot_curves(workdir)}  {plot_retrieval(config, workdir)}")
+
+
+if __name__ == "__main__":
+    main()
