@@ -104,10 +104,12 @@ def export_config(model: BertModel) -> dict:
     `BertModel.from_pretrained(dir, add_pooling_layer=False)` (the config has no field for it). `pool` is an
     mmjax choice about which vector to use, not a weight, so any value exports.
     """
-    bert = model.bert
+    return {"architectures": ["BertModel"], "model_type": "bert", **bert_config_fields(model.bert)}
+
+
+def bert_config_fields(bert: Bert) -> dict:
+    """The BertConfig fields of a Bert tower (shared by every BERT-based architecture's export)."""
     return {
-        "architectures": ["BertModel"],
-        "model_type": "bert",
         "vocab_size": bert.vocab_size,
         "hidden_size": bert.width,
         "num_hidden_layers": bert.depth,
@@ -120,7 +122,7 @@ def export_config(model: BertModel) -> dict:
         "hidden_dropout_prob": bert.dropout_rate,
         "attention_probs_dropout_prob": bert.attention_dropout_rate,
         "position_embedding_type": "absolute",
-        "pad_token_id": 0,
+        "pad_token_id": 0,  # BERT's [PAD]; in PyTorch it only zeroes that row's init and gradient, not outputs
         "dtype": str(jnp.dtype(bert.param_dtype)),
     }
 

@@ -16,11 +16,10 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from mmjax.convert.hf_bert import bert_embedding_rules, bert_encoder_rules
+from mmjax.convert.hf_bert import bert_config_fields, bert_embedding_rules, bert_encoder_rules
 from mmjax.convert.hf_common import (
     HFConverter,
     activation_from_hf,
-    activation_to_hf,
     refuse_unless,
     require,
     split_overrides,
@@ -149,22 +148,10 @@ def export_base_config(model: VisualBertModel) -> dict:
     return {
         "architectures": ["VisualBertModel"],
         "model_type": "visual_bert",
-        "vocab_size": bert.vocab_size,
-        "hidden_size": bert.width,
+        **bert_config_fields(bert),
         "visual_embedding_dim": visual.feature_dim,
-        "num_hidden_layers": bert.depth,
-        "num_attention_heads": bert.num_heads,
-        "intermediate_size": bert.mlp_dim or 4 * bert.width,
-        "hidden_act": activation_to_hf(bert.activation, "Bert"),
-        "max_position_embeddings": bert.max_length,
-        "type_vocab_size": bert.type_vocab_size,
-        "layer_norm_eps": bert.layer_norm_eps,
-        "hidden_dropout_prob": bert.dropout_rate,
-        "attention_probs_dropout_prob": bert.attention_dropout_rate,
         "bypass_transformer": False,
         "special_visual_initialize": True,
-        "pad_token_id": 0,  # BERT's [PAD]; in PyTorch it only zeroes that row's init and gradient, not outputs
-        "dtype": str(jnp.dtype(bert.param_dtype)),
     }
 
 
