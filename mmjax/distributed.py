@@ -221,8 +221,9 @@ def make_mesh(
 def hybrid_device_array(sizes: Mapping[str, int], dcn_config: Mapping[str, int], devices: Sequence[Any]) -> np.ndarray:
     """Devices arranged as `sizes` (global axis sizes, in sharding.MESH_AXES order), each axis split DCN-major.
 
-    Slices are the granules (`device.slice_index`, set on multi-slice TPU); devices without it (CPU, most GPU
-    set-ups) are grouped by process instead, so the layout can be tested on one machine with several processes.
+    Slices are the granules (`device.slice_index`, distinct per slice on multi-slice TPU); when the devices do not
+    span several slices (CPU, GPU clusters), processes are, so the layout can be tested on one machine with
+    several processes.
     """
     from jax.experimental import mesh_utils
 
@@ -236,7 +237,7 @@ def hybrid_device_array(sizes: Mapping[str, int], dcn_config: Mapping[str, int],
         if ways < 1 or sizes[axis] % ways:
             raise ValueError(f"config key 'dcn_mesh.{axis}'={ways} must be >= 1 and divide mesh axis {sizes[axis]}")
     ici = [sizes[a] // ways for a, ways in zip(MESH_AXES, dcn)]
-    by_process = not hasattr(devices[0], "slice_index")
+    by_process = len({getattr(d, "slice_index", 0) for d in devices}) == 1
     granules = len({d.process_index if by_process else d.slice_index for d in devices})
     if math.prod(dcn) != granules:
         unit = "processes" if by_process else "slices"

@@ -72,7 +72,7 @@ class Checkpointer:
         return False
 
     def restore_params(self, step: int | None = None) -> Any:
-        """Only the parameters of a checkpoint (for `init_from`), as host arrays."""
+        """Only the parameters of a checkpoint (for `init_from`), as jax.Arrays placed as they were saved."""
         step = self.latest_step() if step is None else step
         if step is None:
             raise FileNotFoundError(f"no complete checkpoint in {self.directory}")
