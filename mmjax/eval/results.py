@@ -27,6 +27,8 @@ import tempfile
 from collections.abc import Mapping
 from typing import Any
 
+from etils import epath
+
 EVAL_JSON = "eval.json"
 RESERVED_KEYS = ("step", "history")
 
@@ -46,15 +48,17 @@ def _plain(value: Any) -> Any:
 def read_eval_json(path: str | os.PathLike) -> dict[str, Any]:
     """The parsed eval.json at `path` (a file, or a workdir holding eval.json); {} if there is none yet."""
     path = _resolve(path)
-    if not os.path.exists(path):
-        return {}
-    with open(path) as f:
-        return json.load(f)
+    return json.loads(path.read_text()) if path.exists() else {}
 
 
-def _resolve(path: str | os.PathLike) -> str:
-    path = os.fspath(path)
-    return os.path.join(path, EVAL_JSON) if os.path.isdir(path) or not path.endswith(".json") else path
+def _resolve(path: str | os.PathLike) -> epath.Path:
+    """eval.json itself, given it or its workdir; local or remote (gs://...)."""
+    path = epath.Path(path)
+    return path / EVAL_JSON if path.is_dir() or not path.name.endswith(".json") else path
+
+
+def _is_local(path: epath.Path) -> bool:
+    return "://" not in str(path)
 
 
 def write_eval_json(path: str | os.PathLike, metrics: Mapping[str, Any], step: int) -> dict[str, Any]:
@@ -69,8 +73,7 @@ def write_eval_json(path: str | os.PathLike, metrics: Mapping[str, Any], step: i
     if clash:
         raise ValueError(f"metric names {clash} are reserved for the eval.json layout")
     path = _resolve(path)
-    folder = os.path.dirname(path) or "."
-    os.makedirs(folder, exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
 
     history = {str(s): dict(v) for s, v in read_eval_json(path).get("history", {}).items()}
     history.setdefault(str(int(step)), {}).update({k: _plain(v) for k, v in metrics.items()})
@@ -80,11 +83,14 @@ def write_eval_json(path: str | os.PathLike, metrics: Mapping[str, Any], step: i
         latest.update(entry)
     content = {**latest, "step": max(int(s) for s in history), "history": history}
 
-    fd, tmp = tempfile.mkstemp(prefix=".eval.", suffix=".json.tmp", dir=folder)
+    text = json.dumps(content, indent=2, sort_keys=False) + "\n"
+    if not _is_local(path):  # an object store writes an object whole or not at all: no temporary file needed
+        path.write_text(text)
+        return content
+    fd, tmp = tempfile.mkstemp(prefix=".eval.", suffix=".json.tmp", dir=str(path.parent))
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump(content, f, indent=2, sort_keys=False)
-            f.write("\n")
+            f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

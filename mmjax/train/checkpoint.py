@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import pathlib
 from typing import Any
 
 import grain
@@ -23,10 +22,9 @@ logger = logging.getLogger(__name__)
 class Checkpointer:
     """Save and restore `state` (a pytree of jax.Arrays), `data` (a grain iterator) and `config` (a dict)."""
 
-    def __init__(self, directory: str | pathlib.Path, *, keep: int = 3, async_save: bool = True):
-        self.directory = (
-            str(directory) if str(directory).startswith("gs://") else str(pathlib.Path(directory).resolve())
-        )
+    def __init__(self, directory: str | epath.Path, *, keep: int = 3, async_save: bool = True):
+        directory = epath.Path(directory)
+        self.directory = str(directory if "://" in str(directory) else directory.resolve())
         options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=async_save)
         self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "data", "config"))
 
@@ -80,7 +78,7 @@ class Checkpointer:
         return restored["state"]["params"]
 
     def saved_config(self, step: int) -> dict:
-        path = pathlib.Path(self.directory) / str(step) / "config" / "metadata"
+        path = epath.Path(self.directory) / str(step) / "config" / "metadata"
         return json.loads(path.read_text()) if path.exists() else {}
 
     def wait(self) -> None:

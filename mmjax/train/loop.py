@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import pathlib
 import signal
 import time
 from collections.abc import Sequence
@@ -19,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from etils import epath
 
 from mmjax import config as mmconfig
 from mmjax import data as mmdata
@@ -136,7 +136,7 @@ def train(
 
     `devices`: the devices to train on (default: all); the mesh in `config.mesh` must fit their number.
     """
-    workdir = pathlib.Path(workdir)
+    workdir = epath.Path(workdir)  # local or remote (gs://): every host of a pod must see the same workdir
     workdir.mkdir(parents=True, exist_ok=True)
     main = jax.process_index() == 0
     setup = Setup(config, devices)
@@ -162,7 +162,7 @@ def train(
 
 
 class _Loop:
-    def __init__(self, config, setup: Setup, writer: MetricWriter, progress: Progress, workdir: pathlib.Path):
+    def __init__(self, config, setup: Setup, writer: MetricWriter, progress: Progress, workdir: epath.Path):
         self.config, self.setup, self.writer, self.progress, self.workdir = config, setup, writer, progress, workdir
         self.last: dict[str, Any] = {}
         self.compiled = None
@@ -261,7 +261,7 @@ def evaluate(
     from mmjax.eval import write_eval_json
 
     setup = Setup(config, devices)
-    ckpt = Checkpointer(pathlib.Path(workdir) / "checkpoints", async_save=False)
+    ckpt = Checkpointer(epath.Path(workdir) / "checkpoints", async_save=False)
     step = ckpt.latest_step()
     if step is None:
         raise FileNotFoundError(f"no complete checkpoint in {ckpt.directory}; train first")
@@ -269,6 +269,6 @@ def evaluate(
         state = ckpt.restore(step, setup.abstract_state)
         metrics = setup.task.evaluate(state.params, setup.mesh, split)
     if jax.process_index() == 0:
-        write_eval_json(pathlib.Path(workdir) / "eval.json", metrics, step)
+        write_eval_json(epath.Path(workdir) / "eval.json", metrics, step)
     ckpt.close()
     return metrics

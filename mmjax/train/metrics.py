@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import logging
 import math
-import pathlib
+import os
 import sys
+import tempfile
 import time
 from typing import Any
 
 import jax
 import numpy as np
+from etils import epath
+
+logger = logging.getLogger(__name__)
 
 # Dense bf16 peak FLOP/s per device, from the vendors' spec sheets; MFU is reported only where known.
 PEAK_FLOPS = {
@@ -59,21 +65,29 @@ def to_python(metrics: dict[str, Any]) -> dict[str, float]:
 class MetricWriter:
     """Append one JSON object per logged step to metrics.jsonl and mirror scalars to TensorBoard (process 0)."""
 
-    def __init__(self, workdir: str | pathlib.Path, *, enabled: bool = True):
+    def __init__(self, workdir: str | epath.Path, *, enabled: bool = True):
         self.enabled = enabled
-        self.path = pathlib.Path(workdir) / "metrics.jsonl"
+        self.path = epath.Path(workdir) / "metrics.jsonl"
+        # Object stores (gs://) cannot append: there the file is rewritten whole from the lines kept here.
+        self._remote = "://" in str(self.path)
+        self._lines = self.path.read_text().splitlines() if self._remote and enabled and self.path.exists() else []
         self._tb = None
         if enabled:
             from tensorboardX import SummaryWriter  # imported lazily: only process 0 writes events
 
-            self._tb = SummaryWriter(str(pathlib.Path(workdir) / "tensorboard"))
+            self._tb = SummaryWriter(_tensorboard_dir(epath.Path(workdir)))
 
     def write(self, step: int, metrics: dict[str, float]) -> None:
         if not self.enabled:
             return
         record = {"step": int(step), **{k: (v if math.isfinite(v) else str(v)) for k, v in metrics.items()}}
-        with self.path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
+        line = json.dumps(record)
+        if self._remote:
+            self._lines.append(line)
+            self.path.write_text("\n".join(self._lines) + "\n")
+        else:
+            with self.path.open("a") as f:
+                f.write(line + "\n")
         for k, v in metrics.items():
             self._tb.add_scalar(k, v, step)
         self._tb.flush()
@@ -81,6 +95,18 @@ class MetricWriter:
     def close(self) -> None:
         if self._tb is not None:
             self._tb.close()
+
+
+def _tensorboard_dir(workdir: epath.Path) -> str:
+    """workdir/tensorboard; for gs:// tensorboardX needs google-cloud-storage, else events stay on this host."""
+    target = str(workdir / "tensorboard")
+    if target.startswith("gs://") and importlib.util.find_spec("google.cloud.storage") is None:
+        local = os.path.join(tempfile.gettempdir(), "mmjax_tensorboard", target[len("gs://") :].replace("/", "_"))
+        logger.warning(
+            "TensorBoard events go to %s: writing to %s needs `pip install google-cloud-storage`", local, target
+        )
+        return local
+    return target
 
 
 class Progress:
