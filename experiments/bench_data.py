@@ -1,27 +1,44 @@
-"""Examples per second of the demo input pipeline: CLIP on shapes, 64x64, batch 256, global jax.Arrays.
+"""Examples per second of the demo input pipeline, as `configs/clip_shapes.py` configures it, on global jax.Arrays.
 
-    python experiments/bench_data.py [--workers 0 2] [--threads 2] [--batches 30] [--data_dir DIR]
+    python experiments/bench_data.py [--workers 0 2] [--threads 2] [--batches 60] [--data_dir DIR]
 
-The first run prepares the shapes dataset (about 1,000 scenes/s on one core); later runs reuse it. Reported
-numbers (this repo's 2-core CPU box) are in experiments/data_pipeline.md.
+That is CLIP on shapes: 64x64 images, no crop or flip, CLIP tokenizer T=64, batch 128. Compare with the train
+step of the same config, timed on the same machine by
+`mmjax bench --config configs/clip_shapes.py --config.data.data_dir=DIR` (`--data` also prints this pipeline's
+rate). The first run prepares the shapes dataset (about 1,000 scenes/s on one core); later runs reuse it.
+Reported numbers are in experiments/data_pipeline.md; note the load average (`uptime`) next to any number.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import pathlib
+import sys
 import time
 
 import jax
 from absl import flags
 
-from mmjax.data import build_pipeline, default_config
+from mmjax.data import build_pipeline
+
+CONFIGS = pathlib.Path(__file__).resolve().parent.parent / "configs"
 
 
-def measure(workers: int, threads: int, batches: int, data_dir: str, num_train: int) -> float:
-    config = default_config()
-    config.update(data_dir=data_dir, batch_size=256, image_size=64)
+def demo_data_config(data_dir: str):
+    """`config.data` of the demo with the experiment's global batch size and seed, as the trainer builds it."""
+    sys.path.insert(0, str(CONFIGS))
+    from clip_shapes import get_config  # noqa: PLC0415 (a config file, not a module of the package)
+
+    config = get_config()
+    data = config.data.copy_and_resolve_references()
+    data.update(batch_size=config.batch_size, seed=config.seed, data_dir=data_dir)
+    return data
+
+
+def measure(data_dir: str, workers: int, threads: int, batches: int) -> float:
+    config = demo_data_config(data_dir)
     config.update(worker_count=workers, read_threads=threads)
-    config.shapes.update(num_train=num_train, num_validation=256, num_test=256, num_compositional=256)
     mesh = jax.make_mesh((len(jax.devices()),), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
     it = build_pipeline(config, "train", mesh=mesh)
     for _ in range(3):  # warm up: worker start-up, thread pools, first reads
@@ -36,17 +53,21 @@ def measure(workers: int, threads: int, batches: int, data_dir: str, num_train: 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workers", type=int, nargs="+", default=[0, 2])
+    parser.add_argument("--workers", type=int, nargs="+", default=[0])
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--batches", type=int, default=30)
-    parser.add_argument("--num_train", type=int, default=10_000)
+    parser.add_argument("--batches", type=int, default=60)
     parser.add_argument("--data_dir", default="/tmp/mmjax_bench")
     args = parser.parse_args()
     flags.FLAGS.mark_as_parsed()  # grain worker processes read absl flags
+    config = demo_data_config(args.data_dir)
+    described = (
+        f"shapes {config.image_size}x{config.image_size}, crop={config.random_crop}, flip={config.flip}, "
+        f"{config.tokenizer.kind} T={config.tokenizer.max_length}, batch {config.batch_size}"
+    )
     for workers in args.workers:
-        rate = measure(workers, args.threads, args.batches, args.data_dir, args.num_train)
-        setting = f"workers={workers} threads={args.threads}"
-        print(f"shapes 64x64, CLIP T=77, batch 256, {setting}: {rate:,.0f} examples/s")
+        rate = measure(args.data_dir, workers, args.threads, args.batches)
+        load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+        print(f"{described}, workers={workers} threads={args.threads}: {rate:,.0f} examples/s (load {load})")
 
 
 if __name__ == "__main__":

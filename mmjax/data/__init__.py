@@ -39,7 +39,8 @@ Config keys (`pipeline.default_config()` has them all, with defaults):
   batch_size        global; each of P processes gets batch_size / P
   seed, shuffle     shuffling and augmentation are functions of (seed, epoch, record index)
   num_epochs        training passes; None = forever
-  read_threads      threads decoding in each process; worker_count: worker processes (0 = none);
+  read_threads      threads reading and converting records (32 per task) in each process
+  worker_count      worker processes (0 = none), each running the whole per-record and per-batch work
   worker_buffer_size  batches each worker prepares ahead
 
 Splits: shapes has train/validation/test/compositional; easy_vqa and fashion_mnist train/test; jsonl the file

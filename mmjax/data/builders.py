@@ -2,9 +2,9 @@
 
 Every builder here writes one of two record layouts, so the pipeline reads them all the same way:
 
-* image-text (one record per image): `image` (PNG/JPEG bytes), `image_id` int64, `captions` [K] text,
-  `boxes` [R, 4] float32 (x0, y0, x1, y1 in [0, 1]), `labels` [R] int64 (per-object classes), `label` int64
-  (image class, -1 if none), `source` text (`file:line` the record came from, or "").
+* image-text (one record per image): `image` (PNG/JPEG bytes; shapes: raw uint8 [S, S, 3]), `image_id` int64,
+  `captions` [K] text, `boxes` [R, 4] float32 (x0, y0, x1, y1 in [0, 1]), `labels` [R] int64 (per-object
+  classes), `label` int64 (image class, -1 if none), `source` text (`file:line` the record came from, or "").
 * VQA (one record per question): `image`, `image_id`, `question`, `answer` text, `answers` [N] text (all
   annotators' answers, for soft scores), `question_type` text, `boxes`, `labels`, `source`.
 
@@ -26,6 +26,8 @@ from PIL import Image
 from mmjax.data import shapes
 
 VERSION = tfds.core.Version("1.0.0")
+# 1.1.0: images stored as raw uint8 [S, S, 3] rather than PNG (decoding a PNG cost more than the rest of a record).
+SHAPES_VERSION = tfds.core.Version("1.1.0")
 
 
 class LocalBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
@@ -43,10 +45,18 @@ def png_bytes(image: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def features(task: str) -> tfds.features.FeaturesDict:
-    """The record layout for `task` ("image_text" or "vqa"); see the module docstring."""
+def features(task: str, image_shape: tuple[int, int, int] | None = None) -> tfds.features.FeaturesDict:
+    """The record layout for `task` ("image_text" or "vqa"); see the module docstring.
+
+    `image` holds encoded bytes (PNG/JPEG, decoded by the pipeline with Pillow), or with `image_shape` a raw
+    uint8 array of that shape, stored as its bytes: nothing to decode, at ~8x the size of a PNG of a scene.
+    """
+    if image_shape is None:
+        image = tfds.features.Scalar(dtype=np.object_)
+    else:
+        image = tfds.features.Tensor(shape=image_shape, dtype=np.uint8, encoding=tfds.features.Encoding.BYTES)
     common = {
-        "image": tfds.features.Scalar(dtype=np.object_),  # encoded bytes: the pipeline decodes with Pillow
+        "image": image,
         "image_id": np.int64,
         "boxes": tfds.features.Tensor(shape=(None, 4), dtype=np.float32),
         "labels": tfds.features.Tensor(shape=(None,), dtype=np.int64),
@@ -69,7 +79,7 @@ def features(task: str) -> tfds.features.FeaturesDict:
     raise ValueError(f"data.task: expected 'image_text' or 'vqa', got {task!r}")
 
 
-def record(task: str, image: bytes, image_id: int, **fields) -> dict:
+def record(task: str, image: bytes | np.ndarray, image_id: int, **fields) -> dict:
     """A record of `task`'s layout, with empty regions / no class / no source unless given."""
     out = {
         "image": image,
@@ -107,7 +117,8 @@ class ShapesConfig(tfds.core.BuilderConfig):
 class Shapes(LocalBuilder, skip_registration=True):
     """The default dataset: generated scenes (see `mmjax.data.shapes`), same seed -> same bytes."""
 
-    VERSION = VERSION
+    VERSION = SHAPES_VERSION
+    RELEASE_NOTES = {"1.1.0": "images stored as raw uint8 arrays instead of PNG", "1.0.0": "first version"}
     name = "mmjax_shapes"
 
     def _info(self) -> tfds.core.DatasetInfo:
@@ -115,7 +126,7 @@ class Shapes(LocalBuilder, skip_registration=True):
         return tfds.core.DatasetInfo(
             builder=self,
             description="Synthetic scenes of coloured shapes with captions, VQA and object boxes.",
-            features=features(cfg.task),
+            features=features(cfg.task, image_shape=(cfg.image_size, cfg.image_size, 3)),
             metadata=tfds.core.MetadataDict(
                 answers=list(shapes.ANSWERS),
                 question_types=list(shapes.QUESTION_TYPES),
@@ -137,7 +148,7 @@ class Shapes(LocalBuilder, skip_registration=True):
         cfg = self.builder_config
         for index in range(num):
             scene = shapes.generate(cfg.seed, split, index, cfg.image_size)
-            image = png_bytes(scene["image"])
+            image = scene["image"]
             regions = {"boxes": scene["boxes"], "labels": scene["labels"]}
             if cfg.task == "image_text":
                 yield index, record("image_text", image, index, captions=scene["captions"], **regions)
@@ -163,7 +174,7 @@ def shapes_builder(
     counts = f"{num_train}-{num_validation}-{num_test}-{num_compositional}"
     config = ShapesConfig(
         name=f"{task}-{image_size}px-seed{seed}-n{counts}",
-        version=VERSION,
+        version=SHAPES_VERSION,
         task=task,
         image_size=image_size,
         seed=seed,

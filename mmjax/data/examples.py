@@ -1,8 +1,13 @@
 """One record (any builder's layout, or a TFDS dataset through a field mapping) -> one model example.
 
-`ToExample` is the per-record grain transform: decode and augment the image, pick and tokenize the text, look
-up the answer class, pad the regions. A record that cannot be converted becomes a `BadRecord` marker (skip
+`ToExample` is the per-record grain transform: decode and augment the image (uint8), pick the text, look up
+the answer class, pad the regions. A record that cannot be converted becomes a `BadRecord` marker (skip
 policy) or raises `BadRecordError` naming the dataset, split, record index and source line (fail policy).
+
+What can be done for many records at once is left to `ToExample.finish_batch`, run on each batch
+(`FinishBatch`): normalizing the images (one vectorized float32 pass) and tokenizing the texts (one
+`encode_batch` call). Per record, the example carries the chosen text(s) under `TEXT_KEY` (an object array)
+and the image as uint8; the finished batch is the same, bit for bit, as converting each record completely.
 """
 
 from __future__ import annotations
@@ -13,11 +18,13 @@ import dataclasses
 import grain
 import numpy as np
 
-from mmjax.data.errors import BadRecord, BadRecordError, check_policy
+from mmjax.data.errors import MASK_KEY, BadRecord, BadRecordError, check_policy
 from mmjax.data.preprocess import ImagePreprocessor, decode_image
 from mmjax.data.tokenizers import TextTokenizer
 
 CAPTION_MODES = ("random", "first", "all")
+# Per-record text(s) waiting for `finish_batch`: object array [] (one text) or [K] (captions="all", None = none).
+TEXT_KEY = "_text"
 
 
 def get_field(record: dict, path: str):
@@ -42,6 +49,13 @@ def answer_scores(answers: list[str], vocabulary: dict[str, int]) -> np.ndarray:
         if answer in vocabulary:
             scores[vocabulary[answer]] = min(1.0, count / min(3, len(answers)))
     return scores
+
+
+def _scalar(text: str) -> np.ndarray:
+    """A 0-d object array holding `text`: batching stacks these into an object array [B] of str."""
+    out = np.empty((), dtype=object)
+    out[()] = text
+    return out
 
 
 @dataclasses.dataclass
@@ -86,6 +100,7 @@ class ToExample(grain.transforms.RandomMap):
         self._type_ids = {t: i for i, t in enumerate(self.question_types)}
 
     def random_map(self, record: dict, rng: np.random.Generator):
+        """Record -> example before `finish_batch` (uint8 image, text under `TEXT_KEY`), or a `BadRecord`."""
         index = int(record["index"])
         try:
             return self._convert(record, rng)
@@ -117,15 +132,15 @@ class ToExample(grain.transforms.RandomMap):
         if self.max_regions:
             boxes = np.asarray(self._field(record, "boxes", np.zeros((0, 4))), np.float32)
             labels = np.asarray(self._field(record, "labels", np.zeros((0,))), np.int32).reshape(-1)
-            out["image"], (boxes, keep) = self.image(image, rng, boxes)
+            out["image"], (boxes, keep) = self.image.augment(image, rng, boxes)
             out |= self._regions(boxes[keep], labels[keep])
         else:
-            out["image"] = self.image(image, rng)
+            out["image"] = self.image.augment(image, rng)
         if self.task == "image_text":
-            out |= self._caption_tokens(self._field(record, "captions"), rng)
+            out |= self._caption_texts(self._field(record, "captions"), rng)
             out["label"] = np.int32(self._field(record, "label", -1))
         else:
-            out |= self._tokens([_text(self._field(record, "question"))])
+            out[TEXT_KEY] = _scalar(self._checked_text(_text(self._field(record, "question"))))
             answer = _text(self._field(record, "answer")).strip()
             answers = [_text(a).strip() for a in self._field(record, "answers", [answer])] or [answer]
             out["answer"] = np.int32(self._answer_ids.get(answer, -1))
@@ -133,28 +148,51 @@ class ToExample(grain.transforms.RandomMap):
             out["question_type"] = np.int32(self._type_ids.get(_text(self._field(record, "question_type", "")), -1))
         return out
 
-    def _caption_tokens(self, captions, rng) -> dict:
+    def _caption_texts(self, captions, rng) -> dict:
         captions = [_text(c) for c in np.asarray(captions, dtype=object).reshape(-1)]
         if not captions:
             raise ValueError("no captions")
         if self.captions == "random":
-            return self._tokens([captions[int(rng.integers(len(captions)))]])
+            return {TEXT_KEY: _scalar(self._checked_text(captions[int(rng.integers(len(captions)))]))}
         if self.captions == "first":
-            return self._tokens(captions[:1])
+            return {TEXT_KEY: _scalar(self._checked_text(captions[0]))}
         kept = min(len(captions), self.max_captions)
-        tokens = self._tokens(captions[:kept], squeeze=False)
-        tokens = {k: np.pad(v, ((0, self.max_captions - kept), (0, 0))) for k, v in tokens.items()}
-        tokens["input_ids"][kept:] = self.tokenizer.pad_id
-        return tokens | {"caption_mask": (np.arange(self.max_captions) < kept).astype(np.int32)}
+        texts = np.full((self.max_captions,), None, dtype=object)
+        texts[:kept] = [self._checked_text(c) for c in captions[:kept]]
+        return {TEXT_KEY: texts, "caption_mask": (np.arange(self.max_captions) < kept).astype(np.int32)}
 
-    def _tokens(self, texts: list[str], squeeze: bool = True) -> dict:
-        for text in texts:
-            if not text.strip():
-                raise ValueError("empty text")
-            if self.text_overflow == "error" and (n := self.tokenizer.num_tokens(text)) > self.tokenizer.max_length:
-                raise ValueError(f"overlong text: {n} tokens > {self.tokenizer.max_length}: {text[:60]!r}...")
-        tokens = self.tokenizer(texts)
-        return {k: v[0] for k, v in tokens.items()} if squeeze else tokens
+    def _checked_text(self, text: str) -> str:
+        """The text, after the checks that make a record bad (the tokenizer itself only runs per batch)."""
+        if not text.strip():
+            raise ValueError("empty text")
+        text.encode("utf-8")  # a lone surrogate fails here, as this record's fault, not later in the batch
+        if self.text_overflow == "error" and (n := self.tokenizer.num_tokens(text)) > self.tokenizer.max_length:
+            raise ValueError(f"overlong text: {n} tokens > {self.tokenizer.max_length}: {text[:60]!r}...")
+        return text
+
+    def finish_batch(self, batch: dict) -> dict:
+        """A batch of `random_map` outputs -> model inputs: normalized float32 images, tokenized text.
+
+        Rows with `example_mask` 0 (placeholders carrying a skip count) get all-zero images and tokens.
+        """
+        batch = dict(batch)
+        real = np.asarray(batch[MASK_KEY]).astype(bool)
+        images = self.image.normalize(batch["image"])
+        if not real.all():
+            images[~real] = 0
+        batch["image"] = images
+        texts = batch.pop(TEXT_KEY)
+        length = self.tokenizer.max_length
+        ids = np.zeros((*texts.shape, length), np.int32)
+        mask = np.zeros_like(ids)
+        real = real.reshape(-1, *[1] * (texts.ndim - 1))  # [B] or [B, 1] against texts [B] or [B, K]
+        if texts.ndim == 2:  # captions="all": absent captions are pad ids with mask 0
+            ids[real & ~batch["caption_mask"].astype(bool)] = self.tokenizer.pad_id
+        present = real & (texts != None)  # noqa: E711 (elementwise)
+        if present.any():
+            tokens = self.tokenizer(list(texts[present]))
+            ids[present], mask[present] = tokens["input_ids"], tokens["attention_mask"]
+        return batch | {"input_ids": ids, "attention_mask": mask}
 
     def _regions(self, boxes: np.ndarray, labels: np.ndarray) -> dict:
         n = min(len(boxes), self.max_regions)
@@ -165,3 +203,13 @@ class ToExample(grain.transforms.RandomMap):
         }
         out["boxes"][:n], out["box_labels"][:n] = boxes[:n], labels[:n]
         return out
+
+
+class FinishBatch(grain.transforms.Map):
+    """The batch-level half of `ToExample` (its `finish_batch`), as a grain transform."""
+
+    def __init__(self, to_example: ToExample):
+        self.to_example = to_example
+
+    def map(self, batch: dict) -> dict:
+        return self.to_example.finish_batch(batch)

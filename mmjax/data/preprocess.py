@@ -2,8 +2,11 @@
 
 Images stay uint8 through cropping and resizing (Pillow does one resample for crop + resize together) and
 become float32 only at the end: `(x / 255 - mean) / std`, NHWC, so models receive the normalized layout the
-architecture fixes. Randomness comes from the per-record generator grain derives from the pipeline seed and
-the record index, which is what makes a restored iterator reproduce its batches exactly.
+architecture fixes. The pipeline augments each record (`ImagePreprocessor.augment`, uint8) and normalizes a
+whole batch at once (`ImagePreprocessor.normalize`, elementwise, so the values are the same bit for bit as
+per-record normalization). An image already of the output size with no crop requested is not resampled.
+Randomness comes from the per-record generator grain derives from the pipeline seed and the record index,
+which is what makes a restored iterator reproduce its batches exactly.
 """
 
 from __future__ import annotations
@@ -21,9 +24,15 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 def decode_image(value) -> np.ndarray:
-    """PNG/JPEG bytes, or a uint8 array [H,W], [H,W,1] or [H,W,3|4], to uint8 RGB [H, W, 3]."""
+    """PNG/JPEG bytes, or a uint8 array [H,W], [H,W,1] or [H,W,3|4], to uint8 RGB [H, W, 3].
+
+    Arrays come back as they are (a view, possibly read-only) when already RGB: callers never write into them.
+    """
     if isinstance(value, bytes | np.bytes_):
         with Image.open(io.BytesIO(value)) as img:
+            if img.mode == "RGB":  # the usual case: skip convert's copy
+                img.load()
+                return np.asarray(img)
             return np.asarray(img.convert("RGB"))
     array = np.asarray(value)
     if array.dtype != np.uint8:
@@ -110,6 +119,16 @@ class ImagePreprocessor:
 
     def __call__(self, image: np.ndarray, rng: np.random.Generator, boxes: np.ndarray | None = None):
         """uint8 [H, W, 3] (+ boxes [R, 4]) -> float32 [S, S, 3] normalized (+ (boxes, keep) as above)."""
+        out = self.augment(image, rng, boxes)
+        if boxes is None:
+            return self.normalize(out)
+        return self.normalize(out[0]), out[1]
+
+    def augment(self, image: np.ndarray, rng: np.random.Generator, boxes: np.ndarray | None = None):
+        """Crop, resize and flip, staying uint8: [H, W, 3] -> [S, S, 3] (+ (boxes, keep)); `normalize` follows.
+
+        Draws from `rng` in a fixed order (crop, then flip), which callers that draw more rely on.
+        """
         height, width = image.shape[:2]
         if self.random_crop:
             crop = random_resized_crop_box(rng, height, width, self.crop_scale, self.crop_ratio)
@@ -119,12 +138,15 @@ class ImagePreprocessor:
         flip = bool(self.flip and rng.random() < 0.5)
         if flip:
             out = out[:, ::-1]
-        out = self.normalize(out)
         if boxes is None:
             return out
         return out, transform_boxes(np.asarray(boxes, np.float32).reshape(-1, 4), crop, height, width, flip)
 
     def normalize(self, image: np.ndarray) -> np.ndarray:
+        """uint8 [..., 3] (one image or a batch) -> float32 `(x / 255 - mean) / std`, elementwise."""
         mean = np.asarray(self.mean, np.float32) * 255
         inv_std = 1 / (np.asarray(self.std, np.float32) * 255)
-        return (image.astype(np.float32) - mean) * inv_std
+        out = image.astype(np.float32)  # a new array: the in-place steps below are the same float32 operations
+        out -= mean
+        out *= inv_std
+        return out

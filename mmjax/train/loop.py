@@ -196,13 +196,13 @@ class _Loop:
                 tracing = False
             pending.append((done, metrics))
             if pending and (done % config.log_every == 0 or done == total):
-                self.log(pending, time.perf_counter() - window_start, train_it)
-                pending, window_start = [], time.perf_counter()
+                window_start = self.log(pending, window_start, train_it)
+                pending = []
             if done % config.checkpoint_every == 0 or done == total or preempted["set"]:
                 ckpt.save(done, state, train_it, config.to_dict(), force=preempted["set"])
             if preempted["set"]:
                 if pending:  # the resumed run starts after `done`: log what it will not
-                    self.log(pending, time.perf_counter() - window_start, train_it)
+                    self.log(pending, window_start, train_it)
                 logger.warning("SIGTERM: saved step %d, exiting", done)
                 ckpt.wait()
                 return state
@@ -214,9 +214,16 @@ class _Loop:
             self.evaluate(state, total)
         return state
 
-    def log(self, pending, seconds, train_it):
+    def log(self, pending, window_start: float, train_it) -> float:
+        """Write the mean metrics of the `pending` steps; returns when they finished (the next window's start).
+
+        The clock is read after the metrics reach the host: steps are dispatched asynchronously, so only then
+        have they run.
+        """
         steps = [s for s, _ in pending]
         host = jax.device_get([m for _, m in pending])
+        now = time.perf_counter()
+        seconds = now - window_start
         for s, m in zip(steps, host):
             if int(m["nonfinite"]):
                 if self.config.get("on_nonfinite", "error") == "error":
@@ -239,6 +246,7 @@ class _Loop:
                 avg["mfu"] = self.flops / step_time / self.peak
         self.last = avg
         self.writer.write(steps[-1], avg)
+        return now
 
     def evaluate(self, state, step):
         from mmjax.eval import write_eval_json

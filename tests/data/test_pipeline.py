@@ -5,7 +5,7 @@ import jax
 import numpy as np
 import pytest
 
-from mmjax.data import pipeline, shapes
+from mmjax.data import examples, pipeline, preprocess, shapes, sources
 from mmjax.data.tokenizers import clip_tokenizer
 
 
@@ -139,3 +139,46 @@ def test_worker_processes_yield_the_same_examples(config):
     assert sorted(i for i, _ in got) == list(range(13))
     for i, img in got:
         np.testing.assert_array_equal(img, by_index[i])
+
+
+@pytest.mark.parametrize("captions", ["random", "all"])
+def test_batch_level_work_equals_per_record_conversion(config, captions):
+    """`finish_batch` (vectorized normalize, one tokenizer call) must give, bit for bit, what converting each
+    record completely gives: the per-record image preprocessing and the per-text tokenizer."""
+    source = sources.open_source(config, "train")
+    image = preprocess.ImagePreprocessor(size=24, random_crop=True, flip=True)
+    tokenizer = clip_tokenizer(max_length=24)
+    to_example = examples.ToExample("image_text", image, tokenizer, "shapes/train", captions=captions, max_captions=3)
+    records = [{**source.data[i], "index": i} for i in range(6)]
+    rows = [to_example.random_map(r, np.random.default_rng(i)) for i, r in enumerate(records)]
+    rows[4] = {k: np.zeros_like(v) for k, v in rows[4].items()}  # a placeholder row, as DropBadRecords makes
+    mask = np.array([1, 1, 1, 1, 0, 1], np.int32)
+    batch = {k: np.stack([row[k] for row in rows]) for k in rows[0]} | {"example_mask": mask}
+    got = to_example.finish_batch(batch)
+    for i, record in enumerate(records):
+        if not mask[i]:
+            for key in ("image", "input_ids", "attention_mask"):
+                assert not got[key][i].any(), key
+            continue
+        rng = np.random.default_rng(i)  # the same draws in the same order: crop, flip, then the caption
+        want_image = image(preprocess.decode_image(record["image"]), rng)
+        texts = [c.decode() for c in record["captions"]]
+        texts = [texts[int(rng.integers(len(texts)))]] if captions == "random" else texts[:3]
+        want = tokenizer(texts)
+        np.testing.assert_array_equal(got["image"][i], want_image)
+        np.testing.assert_array_equal(got["input_ids"][i].reshape(-1, 24), want["input_ids"])
+        np.testing.assert_array_equal(got["attention_mask"][i].reshape(-1, 24), want["attention_mask"])
+    assert got["image"].dtype == np.float32 and got["input_ids"].dtype == np.int32
+
+
+def test_read_chunk_size_changes_nothing(config, monkeypatch):
+    """Records are read in chunks; batches and mid-chunk restores must not depend on the chunk size."""
+    expected = _take(pipeline.build_pipeline(config, "train"), 7)
+    monkeypatch.setattr(pipeline, "READ_CHUNK", 3)  # chunks straddle batches (8) and epochs (40 records)
+    it = pipeline.build_pipeline(config, "train")
+    _assert_same(_take(it, 2), expected[:2])
+    state = it.get_state()
+    _assert_same(_take(it, 5), expected[2:])
+    restored = pipeline.build_pipeline(config, "train")
+    restored.set_state(state)
+    _assert_same(_take(restored, 5), expected[2:])

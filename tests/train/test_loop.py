@@ -86,3 +86,30 @@ def test_nonfinite_loss_stops_the_run_naming_the_step_or_is_skipped(tiny_config,
     assert skipped and skipped[0] == bad_step
     assert all(r["loss"] == "nan" or not math.isfinite(float(r["loss"])) for r in records if r["step"] in skipped)
     assert result["skipped_updates"] == 1.0
+
+
+def test_logged_step_time_includes_the_computation_not_just_its_dispatch(tmp_path):
+    """Steps are dispatched asynchronously: the logged time must cover their execution, not only the dispatch."""
+    import time
+
+    import jax.numpy as jnp
+    import ml_collections
+
+    from mmjax.train.loop import _Loop
+    from mmjax.train.metrics import MetricWriter
+
+    slow = jax.jit(lambda x: jax.lax.fori_loop(0, 8, lambda i, y: jnp.tanh(y @ x), x).sum())
+    x = jnp.ones((768, 768)) / 768
+    slow(x).block_until_ready()  # compiled
+    t0 = time.perf_counter()
+    slow(x).block_until_ready()
+    blocking = time.perf_counter() - t0
+
+    loop = _Loop.__new__(_Loop)
+    loop.config = ml_collections.ConfigDict({"batch_size": 1})
+    loop.writer = MetricWriter(tmp_path, enabled=False)
+    loop.flops, loop.peak, loop.last = None, None, {}
+    start = time.perf_counter()
+    metrics = {"loss": slow(x), "nonfinite": jnp.zeros((), jnp.int32)}  # returns before the work is done
+    loop.log([(1, metrics)], start, train_it=None)
+    assert loop.last["step_time_ms"] >= 0.5 * 1000 * blocking
