@@ -31,8 +31,11 @@ format: $(STAMP)
 	$(VENV)/bin/ruff check --fix mmjax tests configs experiments
 	$(VENV)/bin/ruff format mmjax tests configs experiments
 
+# Two workers fit CI's two cores; the tests are compile-bound, one core each.
+TEST_WORKERS ?= 2
+
 test: lint
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadfile
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

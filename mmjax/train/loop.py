@@ -265,7 +265,11 @@ def evaluate(
     *,
     devices: Sequence[jax.Device] | None = None,
 ) -> dict[str, Any]:
-    """Evaluate the newest checkpoint in `workdir` (the `mmjax eval` command) and write workdir/eval.json."""
+    """Evaluate the newest checkpoint in `workdir` (the `mmjax eval` command) and write workdir/eval.json.
+
+    The configured split's metrics keep their names (e.g. `retrieval/text_to_image/recall@1`); another split's
+    are prefixed with it (`compositional/retrieval/...`).
+    """
     from mmjax.eval import write_eval_json
 
     setup = Setup(config, devices)
@@ -276,6 +280,9 @@ def evaluate(
     with setup.activations():
         state = ckpt.restore(step, setup.abstract_state)
         metrics = setup.task.evaluate(state.params, setup.mesh, split)
+    if split and split != config.get("eval", {}).get("split", "validation"):
+        # another split's numbers sit beside the configured split's, never over them
+        metrics = {f"{split}/{k}": v for k, v in metrics.items()}
     if jax.process_index() == 0:
         write_eval_json(epath.Path(workdir) / "eval.json", metrics, step)
     ckpt.close()
