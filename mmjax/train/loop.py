@@ -158,7 +158,8 @@ def train(
         progress.close()
         ckpt.close()
         writer.close()
-    return loop.last
+    num_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(setup.abstract_state.params))
+    return {**loop.last, "params": num_params}
 
 
 class _Loop:

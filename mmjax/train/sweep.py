@@ -55,7 +55,9 @@ def write_table(workdir: pathlib.Path, rows: list[dict[str, Any]]) -> str:
     """results.json plus a Markdown table (results.md) of the eval metrics and timing of every point."""
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "results.json").write_text(json.dumps(rows, indent=2, default=str))
-    keys = ["point"] + sorted({k for r in rows for k in r if k.startswith("eval/")}) + ["loss", "step_time_ms"]
+    keys = (
+        ["point"] + sorted({k for r in rows for k in r if k.startswith("eval/")}) + ["params", "loss", "step_time_ms"]
+    )
     fmt = lambda v: f"{v:.4g}" if isinstance(v, float) else str(v)  # noqa: E731
     lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
     lines += ["| " + " | ".join(fmt(r.get(k, "")) for k in keys) + " |" for r in rows]

@@ -8,7 +8,7 @@ import re
 import jax
 import numpy as np
 import pytest
-from train_testing import BASELINE_STEPS, TINY, read_metrics, tiny_overrides
+from train_testing import BASELINE_STEPS, REPO, TINY, read_metrics, tiny_overrides
 
 from mmjax import cli
 from mmjax.train import init_from as init_from_lib
@@ -113,3 +113,22 @@ def test_logged_step_time_includes_the_computation_not_just_its_dispatch(tmp_pat
     metrics = {"loss": slow(x), "nonfinite": jnp.zeros((), jnp.int32)}  # returns before the work is done
     loop.log([(1, metrics)], start, train_it=None)
     assert loop.last["step_time_ms"] >= 0.5 * 1000 * blocking
+
+
+def test_sweep_trains_every_point_into_its_own_workdir_and_tabulates(tmp_path, data_dir):
+    from mmjax.train.sweep import run_sweep
+
+    spec = tmp_path / "seeds.py"
+    spec.write_text(
+        f"import sys\nsys.path.insert(0, {str(REPO / 'configs')!r})\nimport clip_shapes\n\n"
+        "def get_config(arg=None):\n    return clip_shapes.get_config(arg)\n\n"
+        "def get_sweep(arg=None):\n    return [{'zip': {'seed': [0, 1]}}]\n"
+    )
+    runs = tmp_path / "runs"
+    overrides = [f"--config.{o}" for o in tiny_overrides(data_dir, "total_steps=2")]
+    rows = run_sweep(f"{spec}:tiny", str(runs), overrides)
+    assert [r["point"] for r in rows] == ["seed=0", "seed=1"]
+    assert rows[0]["loss"] != rows[1]["loss"]  # each point really ran with its own seed
+    assert all((runs / name / "eval.json").exists() for name in ("seed=0", "seed=1"))
+    table = (runs / "results.md").read_text()
+    assert "| seed=1 |" in table and "eval/retrieval/text_to_image/recall@1" in table and "params" in table
