@@ -132,3 +132,14 @@ def test_sweep_trains_every_point_into_its_own_workdir_and_tabulates(tmp_path, d
     assert all((runs / name / "eval.json").exists() for name in ("seed=0", "seed=1"))
     table = (runs / "results.md").read_text()
     assert "| seed=1 |" in table and "eval/retrieval/text_to_image/recall@1" in table and "params" in table
+
+
+def test_bfloat16_compute_trains_float32_master_weights(tmp_path, data_dir):
+    from mmjax import config as mmconfig
+    from mmjax.train.loop import train
+
+    config = mmconfig.load_config(TINY, tiny_overrides(data_dir, "total_steps=2", "model.dtype=bfloat16"))
+    result = train(config, str(tmp_path), devices=jax.devices()[:1])
+    assert math.isfinite(result["loss"]) and result["grad_norm"] > 0
+    params = Checkpointer(tmp_path / "checkpoints", async_save=False).restore_params()
+    assert {x.dtype for x in jax.tree.leaves(params)} == {np.dtype("float32")}
