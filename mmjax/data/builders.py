@@ -16,12 +16,15 @@ Builders are never registered by name with TFDS (`skip_registration`) so they ca
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
+import os
 
 import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image
+from tensorflow_datasets.core import shuffle as tfds_shuffle
 
 from mmjax.data import shapes
 
@@ -188,5 +191,26 @@ def shapes_builder(
 
 def prepare(builder: tfds.core.DatasetBuilder) -> tfds.core.DatasetBuilder:
     """Writes the dataset as array_record unless it is already there (TFDS then reuses it)."""
-    builder.download_and_prepare(file_format="array_record")
+    with _in_memory_shuffle_limit(_half_the_ram()):
+        builder.download_and_prepare(file_format="array_record")
     return builder
+
+
+def _half_the_ram() -> int:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+
+
+@contextlib.contextmanager
+def _in_memory_shuffle_limit(limit: int):
+    """Raise TFDS's in-memory shuffle buffer limit while preparing.
+
+    Workaround (tensorflow-datasets 4.9.10, 2026-11): past 1 GB a split's examples are spilled to temporary files
+    through tf.io.gfile, which needs TensorFlow, absent here; the full `shapes` VQA split is ~1.1 GB. Splits
+    larger than `limit` still spill and so still need `pip install tensorflow`.
+    """
+    previous = tfds_shuffle.MAX_MEM_BUFFER_SIZE
+    tfds_shuffle.MAX_MEM_BUFFER_SIZE = max(previous, limit)
+    try:
+        yield
+    finally:
+        tfds_shuffle.MAX_MEM_BUFFER_SIZE = previous
