@@ -62,6 +62,14 @@ class Task:
         split = split or self.config.get("eval", {}).get("split", "validation")
         return mmdata.build_pipeline(cfg, split, train=False, mesh=mesh)
 
+    def init_batch(self) -> dict[str, np.ndarray]:
+        """One example with the shapes the model is initialized with (image-text by default)."""
+        return self.image_text_batch()
+
+    def init(self, rng, batch):
+        """Boxed parameters; the default suits models called as model(image, input_ids, attention_mask)."""
+        return self.model.init(rng, batch["image"], batch["input_ids"], batch["attention_mask"])["params"]
+
     def image_text_batch(self, batch_size: int = 1) -> dict[str, np.ndarray]:
         """Zeros shaped like an image-text batch of the configured sizes (for init)."""
         size, length = self.config.data.image_size, self.config.data.tokenizer.max_length

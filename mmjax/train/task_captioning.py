@@ -43,12 +43,6 @@ class CaptioningTask(Task):
             dtype=self.dtype,
         )
 
-    def init_batch(self) -> dict[str, np.ndarray]:
-        return self.image_text_batch()
-
-    def init(self, rng, batch):
-        return self.model.init(rng, batch["image"], batch["input_ids"], batch["attention_mask"])["params"]
-
     def loss(self, params, batch, rng):
         mask = batch["attention_mask"]
         ids = jnp.where(mask > 0, batch["input_ids"], self.pad_id)

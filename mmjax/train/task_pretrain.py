@@ -13,7 +13,6 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from mmjax import losses
 from mmjax.encoders import RegionEmbeddings
@@ -57,9 +56,6 @@ class VisualBertPretrainTask(Task):
             dtype=self.dtype,
         )
         return VisualBertForPreTraining(VisualBertModel(bert, visual))
-
-    def init_batch(self) -> dict[str, np.ndarray]:
-        return self.image_text_batch()
 
     def init(self, rng, batch):
         return self.model.init(rng, batch["input_ids"], batch["attention_mask"], pixel_values=batch["image"])["params"]

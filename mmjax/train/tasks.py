@@ -49,12 +49,6 @@ class ContrastiveTask(Task):
             dtype=self.dtype,
         )
 
-    def init_batch(self) -> dict[str, np.ndarray]:
-        return self.image_text_batch()
-
-    def init(self, rng, batch):
-        return self.model.init(rng, batch["image"], batch["input_ids"], batch["attention_mask"])["params"]
-
     def loss(self, params, batch, rng):
         out = self.model.apply(
             {"params": params},
