@@ -65,6 +65,7 @@ def default_config() -> ml_collections.ConfigDict:
             "captions": "random",
             "max_captions": 5,
             "max_regions": 0,
+            "holdout_labels": (),
             "text_overflow": "truncate",
             "max_text_chars": 1000,
             "bad_records": "skip",
@@ -166,6 +167,8 @@ def build_pipeline(
         raise ValueError(f"data.batch_size={config.batch_size} must divide over {shard_options.shard_count} processes")
     local_batch = config.batch_size // shard_options.shard_count
     source = sources.open_source(config, split)
+    if train and config.get("holdout_labels", ()):
+        source = sources.without_labels(source, config.holdout_labels)
     image = preprocess.ImagePreprocessor(
         size=config.image_size,
         mean=tuple(config.mean),
@@ -249,9 +252,7 @@ class _BatchedReads:
         return self._data[index]
 
     def _getitems(self, indices) -> list:
-        if hasattr(self._data, "__getitems__"):
-            return list(self._data.__getitems__(list(indices)))
-        return [self._data[i] for i in indices]
+        return sources.read_many(self._data, indices)
 
 
 class _Chunks(grain.MapDataset):

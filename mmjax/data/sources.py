@@ -6,6 +6,7 @@ import dataclasses
 import os
 from collections.abc import Sequence
 
+import numpy as np
 import tensorflow_datasets as tfds
 
 from mmjax.data import builders, jsonl, real_datasets
@@ -23,6 +24,7 @@ class Source:
     answers: tuple[str, ...] = ()
     question_types: tuple[str, ...] = ()
     fields: dict = dataclasses.field(default_factory=dict)
+    classes: tuple[str, ...] = ()  # image class names (index = `label`), for zero-shot evaluation
 
 
 def _data_dir(config) -> str | None:
@@ -84,7 +86,53 @@ def open_source(config, split: str) -> Source:
         task,
         answers=tuple(config.get("answers", None) or meta.get("answers", ())),
         question_types=tuple(meta.get("question_types", ())),
+        classes=tuple(meta.get("classes", ())),
     )
+
+
+def read_many(data, keys: Sequence[int]) -> list:
+    """data[k] for each key; TFDS array_record sources read a list of keys in one parallel C++ call."""
+    keys = [int(k) for k in keys]
+    if hasattr(data, "__getitems__"):
+        return list(data.__getitems__(keys))
+    return [data[k] for k in keys]
+
+
+class _Subset:
+    """Records `indices` of `data`, in that order, as a random-access source."""
+
+    def __init__(self, data, indices: np.ndarray):
+        self._data, self._indices = data, indices
+
+    def __len__(self) -> int:
+        return len(self._indices)
+
+    def __getitem__(self, index: int):
+        return self._data[int(self._indices[index])]
+
+    def __getitems__(self, indices) -> list:
+        return read_many(self._data, [self._indices[i] for i in indices])
+
+
+def without_labels(source: Source, labels) -> Source:
+    """`source` minus the records whose `label` is in `labels` (classes held out of training, as in zero-shot
+    experiments). Reads every record's label once; fails if a label is outside the records' classes, so a typo
+    never silently holds out nothing."""
+    labels = sorted({int(v) for v in labels})
+    found = np.empty(len(source.data), np.int64)
+    for start in range(0, len(found), 1024):
+        records = read_many(source.data, range(start, min(start + 1024, len(found))))
+        found[start : start + len(records)] = [int(r.get("label", -1)) for r in records]
+    present = set(np.unique(found).tolist()) - {-1}
+    if not present:
+        raise ValueError(f"data.holdout_labels: the records of {source.where} carry no `label` to hold out")
+    missing = [v for v in labels if v not in present]
+    if missing:
+        raise ValueError(
+            f"data.holdout_labels {missing} match no record of {source.where} (labels present: {sorted(present)})"
+        )
+    keep = np.flatnonzero(~np.isin(found, labels))
+    return dataclasses.replace(source, data=_Subset(source.data, keep))
 
 
 def _task_of(config) -> str:

@@ -6,6 +6,9 @@ Two families, each producing exactly what the Hugging Face reference tokenizer p
 * CLIP byte-level BPE: `[<|startoftext|>, tokens..., <|endoftext|>, pad...]`, lower-cased, spaces collapsed.
   With no path it reads the vocabulary vendored in `mmjax/data/assets/` (no network, no extra package).
 * BERT WordPiece: `[CLS] tokens... [SEP] [PAD]...`, from a `vocab.txt` or a Hugging Face directory.
+* Word level: `[BOS] words... [EOS] [PAD]...`, lower-cased, punctuation split off, unknown words -> `[UNK]`; a
+  closed vocabulary of a few hundred words (classic captioning setups) makes the output softmax hundreds of
+  times smaller than a BPE one. `build_word_vocab` writes one from a corpus; `SHAPES_WORDS` covers `shapes`.
 
 Every tokenizer returns `{"input_ids": int32 [N, T], "attention_mask": int32 [N, T]}`.
 """
@@ -210,10 +213,46 @@ def bert_tokenizer(path: str | os.PathLike, max_length: int = 64, lowercase: boo
     return TextTokenizer(tok, max_length, vocab["[PAD]"])
 
 
+WORD_SPECIALS = ("[PAD]", "[UNK]", "[BOS]", "[EOS]")
+SHAPES_WORDS = ASSETS_DIR / "shapes_words.txt"  # every word of the shapes captions and questions
+
+
+def _word_normalizer():
+    return normalizers.Sequence([normalizers.NFC(), normalizers.Lowercase()])
+
+
+def word_tokenizer(path: str | os.PathLike, max_length: int = 64) -> TextTokenizer:
+    """A word-level tokenizer over the words in `path` (one per line; `WORD_SPECIALS` first, added if absent)."""
+    with open(path, encoding="utf-8") as f:
+        words = [line.strip() for line in f if line.strip()]
+    vocab = {w: i for i, w in enumerate(dict.fromkeys([*WORD_SPECIALS, *words]))}
+    tok = tokenizers.Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
+    tok.normalizer = _word_normalizer()
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()  # word runs and punctuation runs
+    tok.add_special_tokens(list(WORD_SPECIALS))
+    tok.post_processor = processors.TemplateProcessing(
+        single="[BOS] $A [EOS]", special_tokens=[("[BOS]", vocab["[BOS]"]), ("[EOS]", vocab["[EOS]"])]
+    )
+    return TextTokenizer(tok, max_length, vocab["[PAD]"])
+
+
+def build_word_vocab(texts, path: str | os.PathLike, min_count: int = 1) -> list[str]:
+    """Writes the words of `texts` seen at least `min_count` times (most frequent first) for `word_tokenizer`."""
+    splitter, normalizer = pre_tokenizers.Whitespace(), _word_normalizer()
+    counts: dict[str, int] = {}
+    for text in texts:
+        for word, _ in splitter.pre_tokenize_str(normalizer.normalize_str(text)):
+            counts[word] = counts.get(word, 0) + 1
+    words = [w for w, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])) if n >= min_count]
+    Path(path).write_text("\n".join([*WORD_SPECIALS, *words]) + "\n", encoding="utf-8")
+    return words
+
+
 def tokenizer_from_config(config) -> TextTokenizer:
     """Builds the tokenizer that `config.data.tokenizer` describes.
 
-    Keys: `kind` ("clip" | "bert"), `path` (None = vendored CLIP vocabulary; required for BERT),
+    Keys: `kind` ("clip" | "bert" | "word"), `path` (None = vendored CLIP vocabulary; required for BERT and
+    word, whose path "shapes" names the vendored `SHAPES_WORDS`),
     `max_length` (T), `lowercase` (BERT from a vocab.txt only).
     """
     kind = config.get("kind", "clip")
@@ -225,4 +264,8 @@ def tokenizer_from_config(config) -> TextTokenizer:
         if path is None:
             raise ValueError("data.tokenizer.path: a BERT tokenizer needs a vocab.txt or a Hugging Face directory")
         return bert_tokenizer(path, max_length, config.get("lowercase", True))
-    raise ValueError(f"data.tokenizer.kind: unknown tokenizer {kind!r}; expected 'clip' or 'bert'")
+    if kind == "word":
+        if path is None:
+            raise ValueError("data.tokenizer.path: a word tokenizer needs a word list (or 'shapes')")
+        return word_tokenizer(SHAPES_WORDS if path == "shapes" else path, max_length)
+    raise ValueError(f"data.tokenizer.kind: unknown tokenizer {kind!r}; expected 'clip', 'bert' or 'word'")

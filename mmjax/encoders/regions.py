@@ -11,8 +11,8 @@ order), plus, with `image_text_alignment`, the mean of the *text* position embed
 aligned to (the original model's alignment for Flickr30k entities).
 
 Parameter names (stable; converters depend on them): `projection` (kernel [D_v, D]), `type_embed`
-(embedding [types, D]), `pos_embed` (embedding [max_length, D]), `box_embed` (kernel [5, D], only with
-use_boxes), `ln` (only with normalize), `image_tower` (grid mode).
+(embedding [types, D]), `pos_embed` (embedding [max_length, D]), `box_embed` (kernel [7, D]) and `box_ln`
+(only with use_boxes), `ln` (only with normalize), `image_tower` (grid mode).
 """
 
 from __future__ import annotations
@@ -52,10 +52,21 @@ def check_boxes(boxes, mask=None) -> None:
         raise ValueError("boxes must be (x1, y1, x2, y2) with x1 <= x2 and y1 <= y2, got a box with x2 < x1 or y2 < y1")
 
 
-def box_features(boxes) -> jax.Array:
-    """[B, R, 4] (x1, y1, x2, y2) -> [B, R, 5] with the area appended (the LXMERT / UNITER box input)."""
-    area = (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
-    return jnp.concatenate([boxes, area[..., None]], axis=-1)
+def box_features(boxes, frequencies: int = 0) -> jax.Array:
+    """[B, R, 4] (x1, y1, x2, y2) -> [B, R, 7 + 16F]: (x1, y1, x2, y2, w, h, area), UNITER's box input, with the
+    corners moved to [-1, 1] (centred on the image: no constant offset shared by every box), then, for F > 0,
+    sin and cos of pi * 2^k * (x1, y1, x2, y2, cx, cy, w, h) for k < F.
+
+    Sinusoids make relative geometry a dot product away: cos(a - b) = cos a cos b + sin a sin b, so attention
+    between two regions can score how close they are (as sinusoidal positions do for words)."""
+    w, h = boxes[..., 2] - boxes[..., 0], boxes[..., 3] - boxes[..., 1]
+    out = [2 * boxes - 1, w[..., None], h[..., None], (w * h)[..., None]]
+    if frequencies:
+        centre = (boxes[..., :2] + boxes[..., 2:]) / 2
+        coords = jnp.concatenate([boxes, centre, w[..., None], h[..., None]], axis=-1)  # [B, R, 8]
+        angles = (coords[..., None] * (jnp.pi * 2.0 ** jnp.arange(frequencies))).reshape(*coords.shape[:-1], -1)
+        out += [jnp.sin(angles), jnp.cos(angles)]
+    return jnp.concatenate(out, axis=-1)
 
 
 def alignment_positions(alignment, text_table, num_regions: int) -> jax.Array:
@@ -92,8 +103,9 @@ class RegionEmbeddings(nn.Module):
                   input. In grid mode None takes the tower's width.
     max_length:   rows of the visual position table. The joint sequence (text + visual) must fit it: VisualBERT
                   sizes both position tables by the same `max_position_embeddings` budget.
-    use_boxes:    add a learned embedding of [x1, y1, x2, y2, area] (an mmjax extension; Hugging Face has no
-                  box input, so it is off for checkpoints converted from there).
+    use_boxes:    add a learned, separately normalized embedding of the box geometry (`box_features`; an mmjax
+                  extension: Hugging Face has no box input, so it is off for checkpoints converted from there).
+    box_frequencies: F sinusoid octaves of the box coordinates added to that embedding's input (0 = none).
     image_tower:  grid mode: a module pixel_values -> Encoded whose tokens become the region features.
     normalize:    apply a LayerNorm (`ln`) to the tokens. Off for VisualBERT, which normalizes visual and text
                   embeddings with the one embedding LayerNorm of its text side; on to use this as a tower.
@@ -104,6 +116,7 @@ class RegionEmbeddings(nn.Module):
     max_length: int = 512
     type_vocab_size: int = 2
     use_boxes: bool = False
+    box_frequencies: int = 0
     image_tower: nn.Module | None = None
     normalize: bool = False
     layer_norm_eps: float = 1e-12
@@ -158,7 +171,11 @@ class RegionEmbeddings(nn.Module):
                 raise ValueError("use_boxes=True needs boxes [B, R, 4]")
             _check_shape("boxes", boxes, (b, r, 4))
             check_boxes(boxes, mask)
-            x = x + dense(self.width, (None, "mlp"), name="box_embed", **kw)(box_features(boxes.astype(self.dtype)))
+            box = box_features(boxes.astype(self.dtype), self.box_frequencies)
+            box = dense(self.width, (None, "mlp"), name="box_embed", **kw)(box)
+            # Normalized on its own, as in UNITER: coordinates span a few hundredths, and summed raw with the
+            # region features their differences (which is bigger, which is left) would be lost in the noise.
+            x = x + layer_norm(self.layer_norm_eps, name="box_ln", **kw)(box)
         elif boxes is not None:
             raise ValueError("boxes were given but use_boxes=False; set use_boxes=True to embed them")
         if self.normalize:

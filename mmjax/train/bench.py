@@ -1,6 +1,6 @@
 """`mmjax bench`: steady-state train-step time, examples/s, TFLOP/s per device, MFU and peak memory, as a dict.
 
-The step runs on a fixed batch (the task's init batch tiled to the global batch size), so the number measures
+The step runs on a fixed batch (`Task.step_batch`: placeholder examples of the configured shapes), so the number measures
 the model and the step alone; `data=True` adds the input pipeline's own examples/s for comparison.
 """
 
@@ -25,9 +25,7 @@ def _peak_memory() -> int | None:
 def bench(config, *, steps: int = 20, warmup: int = 3, data: bool = False) -> dict[str, Any]:
     setup = Setup(config)
     state = setup.init_state()
-    one = setup.task.init_batch()
-    batch = {k: np.repeat(v, config.batch_size, axis=0) for k, v in one.items()}
-    batch = jax.device_put(batch, setup.batch_sharding)
+    batch = jax.device_put(setup.task.step_batch(config.batch_size), setup.batch_sharding)
     with setup.activations():
         t0 = time.perf_counter()
         compiled = setup.step_fn.lower(state, batch).compile()

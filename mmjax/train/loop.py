@@ -26,7 +26,7 @@ from mmjax import distributed, sharding
 from mmjax.train import init_from as init_from_lib
 from mmjax.train.checkpoint import Checkpointer, abstract_like
 from mmjax.train.metrics import MetricWriter, Progress, compiled_flops, device_peak_flops
-from mmjax.train.optim import build_optimizer
+from mmjax.train.optim import build_optimizer, frozen_mask
 from mmjax.train.state import TrainState
 from mmjax.train.step import make_train_step
 from mmjax.train.tasks import Task, build_task
@@ -66,7 +66,10 @@ class Setup:
         self.shardings = sharding.logical_to_shardings(boxed, self.mesh, self.rules)
         self.abstract_state = abstract_like(_unbox(boxed), self.shardings)
         self.batch_sharding = sharding.batch_sharding(self.mesh)
-        step = make_train_step(self.task.loss, self.tx, self.schedule, config.optim.get("grad_accum_steps", 1))
+        frozen = frozen_mask(config.optim, self.abstract_state.params)
+        step = make_train_step(
+            self.task.loss, self.tx, self.schedule, config.optim.get("grad_accum_steps", 1), frozen=frozen
+        )
         self.step_fn = jax.jit(
             step,
             in_shardings=(self.shardings, self.batch_sharding),

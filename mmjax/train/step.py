@@ -50,16 +50,30 @@ def accumulate_gradients(loss_fn: LossFn, params, batch, rng, steps: int):
     return jax.tree.map(lambda x: x / steps, total)
 
 
-def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation, schedule, grad_accum_steps: int = 1):
+def make_train_step(
+    loss_fn: LossFn, tx: optax.GradientTransformation, schedule, grad_accum_steps: int = 1, frozen=None
+):
     """-> step(state, batch) -> (state, metrics).
+
+    frozen: optional pytree of bools like the params (`optim.frozen_mask`). Frozen parameters get no gradient
+    (stop_gradient), so XLA drops their backward pass: a locked tower costs only its forward (LiT).
 
     A step whose loss or gradient norm is not finite leaves params and optimizer state unchanged and reports
     `nonfinite=1`; the loop decides whether that stops the run (the default) or is skipped.
     """
 
+    if frozen is not None and any(jax.tree.leaves(frozen)):
+
+        def differentiated(params, batch, rng):
+            params = jax.tree.map(lambda p, f: jax.lax.stop_gradient(p) if f else p, params, frozen)
+            return loss_fn(params, batch, rng)
+
+    else:
+        differentiated = loss_fn
+
     def step(state: TrainState, batch: dict):
         rng = state.step_key()
-        loss, metrics, grads = accumulate_gradients(loss_fn, state.params, batch, rng, grad_accum_steps)
+        loss, metrics, grads = accumulate_gradients(differentiated, state.params, batch, rng, grad_accum_steps)
         grad_norm = optax.global_norm(grads)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)

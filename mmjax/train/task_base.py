@@ -33,6 +33,20 @@ def tokenizer_of(config: ml_collections.ConfigDict) -> mmdata.TextTokenizer:
     return mmdata.tokenizer_from_config(config.data.tokenizer)
 
 
+def check_text_vocab(config: ml_collections.ConfigDict) -> None:
+    """A text tower whose embedding table is smaller than the tokenizer's vocabulary would clamp the higher ids
+    to its last row without a word (jnp.take): fail first, naming both keys."""
+    text = config.model.get("text", None)
+    if text is None or "vocab_size" not in text:
+        return
+    ids = tokenizer_of(config).vocab_size
+    if ids > text.vocab_size:
+        raise ValueError(
+            f"config key 'model.text.vocab_size' is {text.vocab_size}, smaller than the {ids} ids of the tokenizer "
+            f"that data.tokenizer describes (kind {config.data.tokenizer.get('kind', 'clip')!r})"
+        )
+
+
 def to_host(tree):
     """Global (possibly multi-process) jax.Arrays -> full numpy arrays on every process."""
     return jax.tree.map(lambda x: np.asarray(multihost_utils.process_allgather(x, tiled=True)), tree)
@@ -43,6 +57,7 @@ class Task:
 
     def __init__(self, config: ml_collections.ConfigDict):
         self.config = config
+        check_text_vocab(config)
         self.dtype = dtype_of(config.model.get("dtype", "float32"))
         self.model = self.build_model(config.model)
 
@@ -65,6 +80,12 @@ class Task:
     def init_batch(self) -> dict[str, np.ndarray]:
         """One example with the shapes the model is initialized with (image-text by default)."""
         return self.image_text_batch()
+
+    def step_batch(self, batch_size: int) -> dict[str, np.ndarray]:
+        """A batch of `batch_size` placeholder examples holding every key the train step reads: what
+        `mmjax bench` times the step on, apart from the input pipeline. Tasks whose loss reads targets add them."""
+        batch = {k: np.repeat(v, batch_size, axis=0) for k, v in self.init_batch().items()}
+        return {**batch, "example_mask": np.ones((batch_size,), np.int32)}
 
     def init(self, rng, batch):
         """Boxed parameters; the default suits models called as model(image, input_ids, attention_mask)."""

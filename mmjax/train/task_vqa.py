@@ -43,6 +43,7 @@ class _ImageTextLabelTask(Task):
                 max_length=bert.max_length,
                 type_vocab_size=bert.type_vocab_size,
                 use_boxes=not grid,
+                box_frequencies=cfg.get("box_frequencies", 0),
                 image_tower=tower_from_config(cfg.image, self.dtype) if grid else None,
                 dtype=self.dtype,
             )
@@ -147,6 +148,12 @@ class VQATask(_ImageTextLabelTask):
     def targets(self, batch):
         return batch["answer_scores"].astype(jnp.float32)
 
+    def step_batch(self, batch_size):
+        batch = super().step_batch(batch_size)
+        scores = np.zeros((batch_size, self.num_outputs()), np.float32)
+        scores[:, 0] = 1.0
+        return {**batch, "answer_scores": scores, "question_type": np.zeros((batch_size,), np.int32)}
+
     def group(self, batch):
         return batch["question_type"]
 
@@ -165,6 +172,12 @@ class ClassificationTask(_ImageTextLabelTask):
 
     def targets(self, batch):
         return jax.nn.one_hot(batch[self.config.model.get("label_key", "label")], self.num_outputs())
+
+    def step_batch(self, batch_size):
+        return {
+            **super().step_batch(batch_size),
+            self.config.model.get("label_key", "label"): np.zeros(batch_size, np.int32),
+        }
 
     def summarize(self, scores, groups):
         return {"classification/accuracy": float(np.mean(scores)) if len(scores) else 0.0}

@@ -21,7 +21,7 @@ import numpy as np
 
 from mmjax import losses
 from mmjax.models import CLIP
-from mmjax.train.task_base import Task, to_host, tower_from_config
+from mmjax.train.task_base import Task, to_host, tokenizer_of, tower_from_config
 from mmjax.train.task_captioning import CaptioningTask
 from mmjax.train.task_pretrain import VisualBertPretrainTask
 from mmjax.train.task_vqa import ClassificationTask, VQATask
@@ -32,6 +32,10 @@ class ContrastiveTask(Task):
 
     config.model: image {name, ...}, text {name, ...}, embed_dim, loss ('softmax' | 'sigmoid'),
     logit_scale_init, logit_bias_init (SigLIP), max_logit_scale, dtype.
+    config.eval.zeroshot (optional): evaluate by zero-shot classification instead of retrieval, over the eval
+    split's image classes: {templates: prompt templates with one "{}" (default mmjax.eval.DEFAULT_TEMPLATES),
+    classes: class names (default: the dataset's)}. Classes in data.holdout_labels are reported apart
+    ("zeroshot/heldout/...", "zeroshot/seen/...").
     With gradient accumulation each micro-batch's examples are each other's negatives (a smaller effective
     contrastive batch); prefer more devices or a smaller model to accumulation for contrastive training.
     """
@@ -75,6 +79,8 @@ class ContrastiveTask(Task):
         return image, text.reshape(b, k, -1)
 
     def evaluate(self, params, mesh, split: str | None = None) -> dict[str, Any]:
+        if self.config.get("eval", {}).get("zeroshot", None):
+            return self.evaluate_zeroshot(params, mesh, split)
         from mmjax.eval import retrieval_metrics  # eval/ takes model outputs; imported here to keep startup light
 
         embed = jax.jit(self.embed)
@@ -89,6 +95,41 @@ class ContrastiveTask(Task):
             text_to_image.append(np.repeat(np.arange(int(real.sum())) + offset, caption_mask.sum(1)))
             offset += int(real.sum())
         return retrieval_metrics(np.concatenate(images), np.concatenate(texts), np.concatenate(text_to_image))
+
+    def evaluate_zeroshot(self, params, mesh, split: str | None = None) -> dict[str, Any]:
+        """Every eval image against one prompt-averaged text embedding per class (the CLIP recipe)."""
+        from mmjax import data as mmdata
+        from mmjax.eval import DEFAULT_TEMPLATES, encode_class_prompts, zeroshot_metrics
+
+        cfg = self.config.eval.zeroshot
+        split = split or self.config.eval.get("split", "validation")
+        classes = tuple(cfg.get("classes", None) or mmdata.open_source(self.config.data, split).classes)
+        if not classes:
+            raise ValueError(f"eval.zeroshot: the {split!r} split records no class names; set eval.zeroshot.classes")
+        tokenize = tokenizer_of(self.config)
+        encode = jax.jit(lambda p, ids, mask: self.model.apply({"params": p}, ids, mask, method="encode_text"))
+
+        def encode_text(texts):
+            tokens = tokenize(texts)
+            return encode(params, tokens["input_ids"], tokens["attention_mask"])
+
+        templates = tuple(cfg.get("templates", None) or DEFAULT_TEMPLATES)
+        prompts = encode_class_prompts(encode_text, classes, templates, batch_size=256)
+        encode_image = jax.jit(lambda p, image: self.model.apply({"params": p}, image, method="encode_image"))
+        images, labels = [], []
+        for batch in self.eval_data(mesh, split):
+            image, label = to_host((encode_image(params, batch["image"]), batch["label"]))
+            real = to_host(batch["example_mask"]).astype(bool)
+            images.append(image[real])
+            labels.append(label[real])
+        labels = np.concatenate(labels)
+        if labels.min(initial=0) < 0 or labels.max(initial=0) >= len(classes):
+            raise ValueError(f"eval.zeroshot: {split!r} has labels outside [0, {len(classes)}) (its class names)")
+        heldout = sorted(int(v) for v in self.config.data.get("holdout_labels", ()))
+        subsets = {"heldout": heldout, "seen": [c for c in range(len(classes)) if c not in heldout]} if heldout else {}
+        return zeroshot_metrics(
+            np.concatenate(images), prompts, labels, subsets=subsets, class_names=classes, per_class=True
+        )
 
 
 TASKS: dict[str, type[Task]] = {

@@ -107,3 +107,29 @@ def test_config_errors_name_the_key():
         tk.tokenizer_from_config({"kind": "sentencepiece"})
     with pytest.raises(ValueError, match="data.tokenizer.path"):
         tk.tokenizer_from_config({"kind": "bert"})
+
+
+def test_word_tokenizer_covers_every_shapes_text_and_marks_unknown_words():
+    from mmjax.data import shapes
+
+    tok = tk.tokenizer_from_config({"kind": "word", "path": "shapes", "max_length": 64})
+    unk = tok.token_id("[UNK]")
+    for i in range(50):  # test-split scenes: the vocabulary was written from train and validation ones
+        scene = shapes.generate(0, "test", i)
+        texts = scene["captions"] + [q for q, _, _ in scene["qa"]] + [a for _, a, _ in scene["qa"]]
+        ids = tok(texts)["input_ids"]
+        assert not np.any(ids == unk), texts
+        assert all(tok.num_tokens(t) <= 64 for t in texts)
+        assert all(tok.num_tokens(q) <= 16 for q, _, _ in scene["qa"])  # configs/vqa_shapes.py's text budget
+    out = tok(["A small red circle, top left.", "a zebra"])
+    assert tok.decode(out["input_ids"][0]) == "a small red circle , top left ."
+    assert out["input_ids"][1, 2] == unk and out["attention_mask"][1].sum() == 4  # [BOS] a [UNK] [EOS]
+    assert tok.vocab_size < 100
+
+
+def test_build_word_vocab_writes_frequent_words_first(tmp_path):
+    words = tk.build_word_vocab(["b a a.", "c b a"], tmp_path / "words.txt", min_count=2)
+    assert words == ["a", "b"]
+    tok = tk.word_tokenizer(tmp_path / "words.txt", max_length=6)
+    ids = tok("a b c")["input_ids"][0]
+    assert ids[3] == tok.token_id("[UNK]") and tok.decode(ids) == "a b"  # decoding drops specials, [UNK] too

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from mmjax.encoders import ViT
-from mmjax.encoders.regions import RegionEmbeddings, alignment_positions
+from mmjax.encoders.regions import RegionEmbeddings, alignment_positions, box_features
 from mmjax.encoders.resnet import ResNet
 
 B, R, DV, D, P = 2, 5, 12, 16, 16
@@ -78,7 +78,19 @@ def test_boxes_embed_position_and_are_validated():
     moved, _ = run(module, visual_embeds=feats, boxes=boxes.at[0, 0].set(jnp.array([0.0, 0.0, 1.0, 1.0])))
     assert not np.allclose(enc.tokens[0, 0], moved.tokens[0, 0])  # the box is part of the token
     np.testing.assert_array_equal(enc.tokens[1], moved.tokens[1])
-    assert p["box_embed"]["kernel"].shape == (5, D)  # x1, y1, x2, y2, area
+    assert p["box_embed"]["kernel"].shape == (7, D)  # x1, y1, x2, y2, w, h, area
+    # The box embedding is normalized on its own (UNITER): a box of a few hundredths of the image weighs as much
+    # as the region's features, rather than being lost beside them.
+    box = box_features(boxes)
+    assert box.shape == (B, R, 7)
+    np.testing.assert_allclose(box[..., :4], 2 * boxes - 1, atol=1e-6)
+    np.testing.assert_allclose(box[..., 6], box[..., 4] * box[..., 5], atol=1e-6)
+    assert "box_ln" in p
+    sines = box_features(boxes, frequencies=3)
+    assert sines.shape == (B, R, 7 + 2 * 8 * 3)
+    centre_x = (boxes[..., 0] + boxes[..., 2]) / 2
+    np.testing.assert_allclose(sines[..., 7 + 4 * 3 + 2], np.sin(4 * np.pi * centre_x), atol=1e-5)  # cx, k=2
+    np.testing.assert_allclose(sines[..., 7 + 24 + 4 * 3 + 2], np.cos(4 * np.pi * centre_x), atol=1e-5)
 
     with pytest.raises(ValueError, match=r"\[0, 1\].*got values in \[-0\.5, "):
         run(module, visual_embeds=feats, boxes=boxes.at[1, 2, 0].set(-0.5))

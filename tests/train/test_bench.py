@@ -2,7 +2,7 @@
 
 import json
 
-from train_testing import TINY
+from train_testing import REPO, TINY
 
 from mmjax import cli
 
@@ -15,3 +15,11 @@ def test_bench_prints_step_time_throughput_and_flops(capsys):
         assert isinstance(result[key], float) and result[key] > 0, key
     assert abs(result["examples_per_sec"] * result["step_time_ms"] / 1000 - 16) < 1e-6
     assert result["mfu"] is None  # no known peak for a CPU
+
+
+def test_bench_times_tasks_whose_loss_reads_targets(capsys):
+    """A VQA step reads answer_scores and boxes: the benched batch carries every key the loss needs."""
+    spec = f"{REPO}/configs/vqa_shapes.py:tiny,visual=regions"
+    assert cli.main(["bench", "--config", spec, "--steps", "1", "--warmup", "1"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["step_time_ms"] > 0 and result["params"] > 0

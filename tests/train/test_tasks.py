@@ -22,6 +22,7 @@ CASES = {
     "vqa_visualbert_grid": ("vqa_shapes.py:tiny", ["vqa/accuracy", "vqa/accuracy/color"]),
     "vqa_visualbert_regions": ("vqa_shapes.py:tiny,visual=regions", ["vqa/accuracy"]),
     "vqa_fusion_mid": ("vqa_shapes.py:tiny,model=fusion,fusion=mid", ["vqa/accuracy"]),
+    "vqa_easy": ("vqa_easy.py:tiny", ["vqa/accuracy", "vqa/accuracy/shape", "vqa/accuracy/yes/no"]),
     "pretrain": ("pretrain_shapes.py:tiny", ["pretrain/mlm_accuracy", "pretrain/itm_accuracy"]),
     "captioning": ("caption_shapes.py:tiny", ["captioning/bleu4", "captioning/cider"]),
 }
@@ -78,3 +79,13 @@ def test_crop_regions_resamples_each_box():
     crops = np.asarray(crop_regions(jnp.asarray(image), boxes, size=4)).reshape(1, 2, 4, 4, 3)
     np.testing.assert_allclose(crops[0, 0], np.broadcast_to([1.0, 0.5, 0.25], (4, 4, 3)), atol=1e-6)
     np.testing.assert_allclose(crops[0, 1].mean(axis=(0, 1)), image[0].mean(axis=(0, 1)), atol=0.05)
+
+
+def test_a_text_table_smaller_than_the_tokenizer_fails_naming_both(data_dir):
+    from mmjax.train.tasks import build_task
+
+    config = mmconfig.load_config(
+        f"{REPO}/configs/vqa_shapes.py:tiny", tiny_overrides(data_dir, "data.tokenizer.kind=clip")
+    )
+    with pytest.raises(ValueError, match=r"'model.text.vocab_size' is 76, smaller than the 49408 ids"):
+        build_task(config)

@@ -1,0 +1,92 @@
+"""After `mmjax train` of a captioning config: sample captions beside their test images.
+
+    python experiments/caption_report.py --config configs/caption_shapes.py --workdir runs/caption [--num 8]
+
+Greedy-decodes the first N images of the eval split with the latest checkpoint and writes WORKDIR/samples.png
+(each image with its generated caption and its first reference) and WORKDIR/samples.md (the same as text).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import sys
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, str(pathlib.Path(__file__).parent))
+
+from demo_report import _wrap  # noqa: E402
+
+from mmjax import config as mmconfig  # noqa: E402
+from mmjax.models import greedy_decode  # noqa: E402
+from mmjax.train.checkpoint import Checkpointer  # noqa: E402
+from mmjax.train.loop import Setup  # noqa: E402
+from mmjax.train.task_base import to_host  # noqa: E402
+
+
+def samples(config, workdir: pathlib.Path, num: int) -> list[tuple[np.ndarray, str, list[str]]]:
+    """[(image in [0, 1], generated caption, reference captions)] for the first `num` eval images."""
+    setup = Setup(config)
+    task = setup.task
+    ckpt = Checkpointer(workdir / "checkpoints", async_save=False)
+    out = []
+    with setup.activations():
+        variables = {"params": ckpt.restore(ckpt.latest_step(), setup.abstract_state).params}
+        for batch in task.eval_data(setup.mesh, config.eval.split, captions="all"):
+            tokens = to_host(greedy_decode(task.model, variables, batch["image"]))
+            real = to_host(batch["example_mask"]).astype(bool)
+            pixels = to_host(batch["image"])
+            ids, cmask = to_host(batch["input_ids"]), to_host(batch["caption_mask"]).astype(bool)
+            for b in np.flatnonzero(real)[: num - len(out)]:
+                refs = [task.text(ids[b, k]) for k in np.flatnonzero(cmask[b])]
+                out.append((pixels[b], task.text(tokens[b]), refs))
+            if len(out) >= num:
+                break
+    ckpt.close()
+    mean, std = np.asarray(config.data.mean), np.asarray(config.data.std)
+    return [(np.clip(p * std + mean, 0, 1), pred, refs) for p, pred, refs in out]
+
+
+def plot(rows, path: pathlib.Path) -> None:
+    cols = 2
+    n = len(rows)
+    fig, axes = plt.subplots((n + cols - 1) // cols, cols, figsize=(10, 2.6 * ((n + cols - 1) // cols)))
+    for ax, (pixels, pred, refs) in zip(np.ravel(axes), rows):
+        ax.imshow(pixels)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title(f"generated: {_wrap(pred, 55)}\nreference: {_wrap(refs[0], 55)}", fontsize=6.5, loc="left")
+    for ax in np.ravel(axes)[n:]:
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--workdir", required=True)
+    parser.add_argument("--num", type=int, default=8)
+    args, overrides = parser.parse_known_args()
+    config = mmconfig.load_config(args.config, overrides)
+    workdir = pathlib.Path(args.workdir)
+    rows = samples(config, workdir, args.num)
+    plot(rows, workdir / "samples.png")
+    lines = ["| # | generated | first reference |", "|---|---|---|"]
+    lines += [f"| {i} | {pred} | {refs[0]} |" for i, (_, pred, refs) in enumerate(rows)]
+    (workdir / "samples.md").write_text("\n".join(lines) + "\n")
+    evals = json.loads((workdir / "eval.json").read_text())
+    print({k: v for k, v in evals.items() if k.startswith("captioning/")})
+    print("\n".join(lines))
+    print(f"\nwrote {workdir / 'samples.png'} and {workdir / 'samples.md'}")
+
+
+if __name__ == "__main__":
+    main()
