@@ -1,7 +1,7 @@
 """`mmjax bench`: steady-state train-step time, examples/s, TFLOP/s per device, MFU and peak memory, as a dict.
 
-The step runs on a fixed batch (`Task.step_batch`: placeholder examples of the configured shapes), so the number measures
-the model and the step alone; `data=True` adds the input pipeline's own examples/s for comparison.
+The step runs on a fixed batch (`Task.step_batch`: placeholder examples of the configured shapes), so the
+number measures the model and the step alone; `data=True` adds the input pipeline's own examples/s for comparison.
 """
 
 from __future__ import annotations
