@@ -29,7 +29,8 @@ def get_config(arg=None):
     )
     c.optim.update({"lr": 5e-4, "warmup_steps": 200, "weight_decay": 0.01})
     c.batch_size = 64
-    c.total_steps = 3000
+    c.total_steps = 2000
+    c.eval_every = 1000
     c.eval.split = "test"
     if a["tiny"]:
         tiny_shapes(c)

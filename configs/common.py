@@ -67,9 +67,14 @@ def tiny_shapes(c: ml_collections.ConfigDict, image_size: int = 32) -> None:
     c.data.shapes.update(
         {"image_size": image_size, "num_train": 64, "num_validation": 16, "num_test": 16, "num_compositional": 16}
     )
+    tiny_schedule(c)
+
+
+def tiny_schedule(c: ml_collections.ConfigDict, eval_batch_size: int = 16) -> None:
+    """The `tiny` variant's run: 3 steps of 16 examples, logging, evaluating and saving at every chance."""
     c.optim.warmup_steps = 1
     c.batch_size = 16
-    c.eval.batch_size = 16
+    c.eval.batch_size = eval_batch_size
     c.total_steps = 3
     c.log_every = 1
     c.eval_every = 3

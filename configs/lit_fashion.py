@@ -16,7 +16,7 @@ import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 
-from common import base_config, minilm_dir, parse_arg  # noqa: E402
+from common import base_config, minilm_dir, parse_arg, tiny_schedule  # noqa: E402
 
 # trouser, coat, sneaker: one garment from each family, so each has seen relatives (dress; pullover, shirt;
 # sandal, ankle boot) that a pretrained language model places it near.
@@ -58,14 +58,18 @@ def get_config(arg=None):
                 "max_length": 512,
                 "pool": "mean",
             },
-            "embed_dim": 128,
+            # MiniLM's width: a locked text side keeps its own geometry (below), and the scratch one gets the same
+            "embed_dim": 384,
             "loss": "softmax",
         }
     )
     if a["text"] != "scratch":
         c.init_from.update({"kind": "hf", "path": minilm_dir(), "source": "bert", "target": "text_tower"})
     if a["text"] == "locked":
-        c.optim.rules = [("text_tower/.*", {"freeze": True})]
+        # LiT locks the pretrained tower with its head: a trainable text projection would be fitted to the seven
+        # training class names only and could send the held-out names anywhere. The frozen projection is a random
+        # 384x384 Gaussian matrix, which keeps MiniLM's geometry up to a well-conditioned linear map.
+        c.optim.rules = [("text_(tower|projection)/.*", {"freeze": True})]
     c.optim.update({"lr": 1e-3, "warmup_steps": 30, "weight_decay": 0.1, "b2": 0.98, "eps": 1e-6})
     # ~0.9 passes over the 42,000 training images of the seen classes: the 22M-parameter text tower makes a step
     # cost ~0.8 s locked (forward only) and ~1.5 s trained on 2 CPU cores.
@@ -82,11 +86,5 @@ def get_config(arg=None):
         c.model.text.update({"width": 32, "depth": 1, "num_heads": 2, "max_length": 16})
         c.model.embed_dim = 16
         c.init_from.kind = ""
-        c.optim.warmup_steps = 1
-        c.batch_size = 16
-        c.eval.batch_size = 64
-        c.total_steps = 3
-        c.log_every = 1
-        c.eval_every = 3
-        c.checkpoint_every = 3
+        tiny_schedule(c, eval_batch_size=64)
     return c

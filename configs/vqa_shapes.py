@@ -12,7 +12,7 @@ import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 
-from common import base_config, parse_arg, tiny_shapes  # noqa: E402
+from common import base_config, minilm_dir, parse_arg, tiny_shapes  # noqa: E402
 
 FUSION_FIELDS = {
     "early": {},
@@ -23,7 +23,7 @@ FUSION_FIELDS = {
 
 
 def get_config(arg=None):
-    a = parse_arg(arg, model="visualbert", visual="grid", fusion="early")
+    a = parse_arg(arg, model="visualbert", visual="grid", fusion="early", text="scratch")
     c = base_config()
     c.task = "vqa"
     c.data.task = "vqa"
@@ -39,6 +39,12 @@ def get_config(arg=None):
     c.model.update(
         {"kind": a["model"], "visual": a["visual"], "region_size": 8, "box_frequencies": 4, "loss": "softmax"}
     )
+    if a["model"] == "visualbert" and a["text"] == "minilm":
+        # the usual VisualBERT recipe: the text side starts from a pretrained BERT (here MiniLM-L6-H384)
+        c.data.tokenizer.update({"kind": "bert", "path": minilm_dir(), "max_length": 20})
+        text = {**text, "vocab_size": 30522, "width": 384, "depth": 6, "num_heads": 12, "max_length": 512}
+        c.init_from.update({"kind": "hf", "path": minilm_dir(), "source": "bert", "target": "visual_bert/bert"})
+        c.optim.rules = [("visual_bert/bert/.*", {"lr_mult": 0.1})]  # fine-tune BERT 10x slower than the new parts
     if a["model"] == "visualbert":
         c.model.update({"image": image, "text": text})
     elif a["model"] == "fusion":
@@ -75,7 +81,7 @@ def get_config(arg=None):
 
 def get_sweep(arg=None):
     """The fusion ablation: the same towers and budget, four ways to fuse them."""
-    if parse_arg(arg, model="visualbert", visual="grid", fusion="early")["model"] != "fusion":
+    if parse_arg(arg, model="visualbert", visual="grid", fusion="early", text="scratch")["model"] != "fusion":
         return []
     return [{"product": {"model.fusion": [_fusion(name, arg) for name in FUSION_FIELDS]}}]
 
