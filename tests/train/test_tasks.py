@@ -84,8 +84,7 @@ def test_crop_regions_resamples_each_box():
 def test_a_text_table_smaller_than_the_tokenizer_fails_naming_both(data_dir):
     from mmjax.train.tasks import build_task
 
-    config = mmconfig.load_config(
-        f"{REPO}/configs/vqa_shapes.py:tiny", tiny_overrides(data_dir, "data.tokenizer.kind=clip")
-    )
+    config = mmconfig.load_config(f"{REPO}/configs/vqa_shapes.py:tiny", tiny_overrides(data_dir))
+    config.data.tokenizer.update({"kind": "clip", "path": None})
     with pytest.raises(ValueError, match=r"'model.text.vocab_size' is 76, smaller than the 49408 ids"):
         build_task(config)
