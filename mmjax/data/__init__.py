@@ -34,6 +34,7 @@ Config keys (`pipeline.default_config()` has them all, with defaults):
   captions          "random" | "first" | "all" (eval uses "first" unless "all"); max_captions: K for "all"
   max_regions       R; 0 = no region keys
   holdout_labels    image classes (`label` values) left out of training pipelines; evaluation sees them all
+  train_question_types  VQA: train on these question types only (a curriculum stage); evaluation sees them all
   text_overflow     "truncate" | "error" (text longer than T is a bad record)
   max_text_chars    jsonl: longer texts are bad records when preparing
   bad_records       "skip" (skip, count, log) | "fail" (raise naming file:line or dataset/split[index])

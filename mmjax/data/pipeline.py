@@ -66,6 +66,7 @@ def default_config() -> ml_collections.ConfigDict:
             "max_captions": 5,
             "max_regions": 0,
             "holdout_labels": (),
+            "train_question_types": (),
             "text_overflow": "truncate",
             "max_text_chars": 1000,
             "bad_records": "skip",
@@ -169,6 +170,8 @@ def build_pipeline(
     source = sources.open_source(config, split)
     if train and config.get("holdout_labels", ()):
         source = sources.without_labels(source, config.holdout_labels)
+    if train and config.get("train_question_types", ()):
+        source = sources.with_question_types(source, config.train_question_types)
     image = preprocess.ImagePreprocessor(
         size=config.image_size,
         mean=tuple(config.mean),

@@ -114,15 +114,20 @@ class _Subset:
         return read_many(self._data, [self._indices[i] for i in indices])
 
 
+def _field_of_every_record(source: Source, key: str, convert) -> np.ndarray:
+    """convert(record.get(key)) for every record of `source`, read in chunks (one parallel read each)."""
+    n, values = len(source.data), []
+    for start in range(0, n, 1024):
+        values += [convert(r.get(key)) for r in read_many(source.data, range(start, min(start + 1024, n)))]
+    return np.asarray(values)
+
+
 def without_labels(source: Source, labels) -> Source:
     """`source` minus the records whose `label` is in `labels` (classes held out of training, as in zero-shot
     experiments). Reads every record's label once; fails if a label is outside the records' classes, so a typo
     never silently holds out nothing."""
     labels = sorted({int(v) for v in labels})
-    found = np.empty(len(source.data), np.int64)
-    for start in range(0, len(found), 1024):
-        records = read_many(source.data, range(start, min(start + 1024, len(found))))
-        found[start : start + len(records)] = [int(r.get("label", -1)) for r in records]
+    found = _field_of_every_record(source, "label", lambda v: -1 if v is None else int(v))
     present = set(np.unique(found).tolist()) - {-1}
     if not present:
         raise ValueError(f"data.holdout_labels: the records of {source.where} carry no `label` to hold out")
@@ -133,6 +138,26 @@ def without_labels(source: Source, labels) -> Source:
         )
     keep = np.flatnonzero(~np.isin(found, labels))
     return dataclasses.replace(source, data=_Subset(source.data, keep))
+
+
+def with_question_types(source: Source, types) -> Source:
+    """`source` restricted to the VQA records whose `question_type` is in `types` (e.g. training a stage on the
+    relational questions alone). Fails naming the types present if one of `types` matches no record."""
+    types = sorted(set(types))
+    found = _field_of_every_record(source, "question_type", lambda v: _text(v) if v is not None else "")
+    present = sorted(set(found.tolist()) - {""})
+    if not present:
+        raise ValueError(f"data.train_question_types: the records of {source.where} carry no `question_type`")
+    missing = [t for t in types if t not in present]
+    if missing:
+        raise ValueError(
+            f"data.train_question_types {missing} match no record of {source.where} (types present: {present})"
+        )
+    return dataclasses.replace(source, data=_Subset(source.data, np.flatnonzero(np.isin(found, types))))
+
+
+def _text(value) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
 
 def _task_of(config) -> str:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import flax.linen as nn
 
-from mmjax.encoders.regions import RegionEmbeddings
+from mmjax.encoders.regions import RegionEmbeddings, RegionEncoder
 from mmjax.encoders.resnet import RESNET_DEPTHS, ResNet
 from mmjax.encoders.text import Bert, BertEmbeddings, TextTransformer
 from mmjax.encoders.vit import VIT_SIZES, ViT, vit_variant
@@ -17,6 +17,7 @@ TOWERS: dict[str, type[nn.Module]] = {
     "resnet": ResNet,
     "clip_text": TextTransformer,
     "bert": Bert,
+    "regions": RegionEncoder,
 }
 
 
@@ -40,6 +41,7 @@ __all__ = [
     "Bert",
     "BertEmbeddings",
     "RegionEmbeddings",
+    "RegionEncoder",
     "ResNet",
     "TextTransformer",
     "ViT",

@@ -22,7 +22,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mmjax.layers import Encoded, PositionEmbed, TypeEmbed, dense, layer_norm, masked_mean
+from mmjax.layers import (
+    Encoded,
+    PositionEmbed,
+    TypeEmbed,
+    dense,
+    encoder_like,
+    layer_norm,
+    masked_mean,
+    padding_mask,
+)
 
 Dtype = jnp.dtype | type
 
@@ -208,6 +217,58 @@ class RegionEmbeddings(nn.Module):
         b = pixel_values.shape[0]
         # Several images per example (NLVR2 pairs) become one longer visual sequence: [B * I, N, D] -> [B, I*N, D].
         return enc.tokens.reshape(b, -1, enc.tokens.shape[-1]), enc.mask.reshape(b, -1)
+
+
+class RegionEncoder(nn.Module):
+    """Detector regions as a tower of their own: visual_embeds [B, R, D_v] (+ visual_attention_mask [B, R],
+    boxes [B, R, 4]) -> Encoded(tokens [B, R, width], mask [B, R], pooled = mean of the real regions).
+
+    RegionEmbeddings (normalized) followed by `depth` pre-LN transformer layers over the regions, padded regions
+    masked out. It is the image side's counterpart of a text tower for the fusion modules, whose late and
+    mid/bottleneck variants need per-modality layers before the modalities meet (VisualBERT instead feeds the
+    embeddings straight into its single stream).
+
+    Parameter names (stable): `embeddings` (RegionEmbeddings with `ln`), `encoder` (layers.Encoder) and
+    `ln_final`, both absent at depth 0.
+    """
+
+    width: int
+    depth: int = 0
+    num_heads: int = 4
+    mlp_dim: int | None = None
+    feature_dim: int | None = None
+    max_regions: int = 100
+    use_boxes: bool = True
+    box_frequencies: int = 0
+    activation: str = "gelu"
+    layer_norm_eps: float = 1e-6
+    dropout_rate: float = 0.0
+    attention_dropout_rate: float = 0.0
+    attention_impl: str | None = None
+    remat: bool = False
+    scan: bool = False
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, visual_embeds, visual_attention_mask=None, boxes=None, *, train: bool = False) -> Encoded:
+        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        enc = RegionEmbeddings(
+            self.width,
+            self.feature_dim,
+            max_length=self.max_regions,
+            use_boxes=self.use_boxes,
+            box_frequencies=self.box_frequencies,
+            normalize=True,
+            layer_norm_eps=self.layer_norm_eps,
+            name="embeddings",
+            **kw,
+        )(visual_embeds, visual_attention_mask, boxes=boxes, train=train)
+        x = nn.Dropout(self.dropout_rate)(enc.tokens, deterministic=not train)
+        if self.depth:
+            x = encoder_like(self, pre_norm=True, name="encoder")(x, padding_mask(None, enc.mask), not train)
+            x = layer_norm(self.layer_norm_eps, name="ln_final", **kw)(x)
+        return Encoded(tokens=x, mask=enc.mask, pooled=masked_mean(x, enc.mask))
 
 
 def _check_shape(name, x, expected) -> None:

@@ -5,6 +5,8 @@ config.model.kind:
                 tokens become visual tokens, trained end to end) or 'regions' (detector-style: each object box
                 of the dataset resampled by `crop_regions`, plus a box embedding; needs data.max_regions > 0).
   'fusion'      Classifier(towers {image, text}, fusion = model.fusion {name, ...fields}, head model.head).
+                With model.visual='regions' the image tower is a `regions` tower (encoders.RegionEncoder) fed
+                the same cropped regions and boxes as VisualBERT's region mode.
 config.model.loss: 'softmax' (one right answer; cross-entropy) or 'bce' (VQA soft scores, as in VisualBERT).
 """
 
@@ -72,19 +74,22 @@ class _ImageTextLabelTask(Task):
     def model_inputs(self, batch) -> tuple[tuple, dict]:
         """The model's (args, kwargs) for a batch: one place for init and apply."""
         cfg = self.config.model
-        if cfg.kind == "fusion":
-            return ({"image": batch["image"], "text": (batch["input_ids"], batch["attention_mask"])},), {}
         text = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
-        if cfg.visual == "grid":
-            return (), {**text, "pixel_values": batch["image"]}
+        visual = {"pixel_values": batch["image"]} if cfg.get("visual", "grid") == "grid" else self.regions(batch)
+        if cfg.kind == "fusion":
+            image = visual.get("pixel_values", visual)  # a grid tower takes the pixels, a region tower the dict
+            return ({"image": image, "text": (text["input_ids"], text["attention_mask"])},), {}
+        return (), {**text, **visual}
+
+    def regions(self, batch) -> dict:
+        """Detector-style region inputs: each box of the batch cropped to model.region_size pixels, plus boxes."""
         if "boxes" not in batch:
             raise ValueError("model.visual='regions' needs data.max_regions > 0 (the batches carry no boxes)")
-        regions = {
-            "visual_embeds": crop_regions(batch["image"], batch["boxes"], cfg.region_size),
+        return {
+            "visual_embeds": crop_regions(batch["image"], batch["boxes"], self.config.model.region_size),
             "visual_attention_mask": batch["box_mask"],
             "boxes": batch["boxes"],
         }
-        return (), {**text, **regions}
 
     def init(self, rng, batch):
         args, kwargs = self.model_inputs(batch)

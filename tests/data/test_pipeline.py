@@ -126,6 +126,24 @@ def test_vqa_batches_with_regions(config):
         assert (batch["box_labels"][row, k:] == -1).all()
 
 
+def test_train_question_types_keeps_exactly_those_records_for_training_only(config):
+    cfg = config.copy_and_resolve_references()
+    cfg.task, cfg.flip, cfg.random_crop, cfg.num_epochs = "vqa", False, False, 1
+    cfg.train_question_types = ("left_of", "above")
+    wanted = {shapes.QUESTION_TYPES.index(t) for t in cfg.train_question_types}
+    expected = sum(
+        kind in ("left_of", "above") for i in range(40) for *_, kind in shapes.generate(0, "train", i, 32)["qa"]
+    )
+    seen = [int(t) for batch in pipeline.build_pipeline(cfg, "train") for t in np.asarray(batch["question_type"])]
+    assert set(seen) == wanted
+    assert len(seen) == expected // cfg.batch_size * cfg.batch_size  # one epoch, the partial batch dropped
+    evaluated = {int(t) for b in pipeline.build_pipeline(cfg, "test") for t in np.asarray(b["question_type"])}
+    assert evaluated - wanted  # evaluation still sees every type
+    cfg.train_question_types = ("left_of", "behind")
+    with pytest.raises(ValueError, match=r"train_question_types \['behind'\] match no record .*types present: "):
+        pipeline.build_pipeline(cfg, "train")
+
+
 def test_worker_processes_yield_the_same_examples(config):
     cfg = config.copy_and_resolve_references()
     cfg.worker_count = 2

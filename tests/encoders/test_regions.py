@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mmjax.encoders import ViT
+from mmjax.encoders import ViT, build_tower
 from mmjax.encoders.regions import RegionEmbeddings, alignment_positions, box_features
 from mmjax.encoders.resnet import ResNet
 
@@ -167,3 +167,34 @@ def test_normalize_makes_a_standalone_tower():
     x = np.asarray(plain.tokens)
     normed = (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + 1e-12)
     np.testing.assert_allclose(enc.tokens, normed * p["ln"]["scale"] + p["ln"]["bias"], atol=1e-4)
+
+
+def test_region_encoder_is_a_tower_whose_padded_regions_change_nothing():
+    """The `regions` tower: what a real region becomes and the pooled mean ignore padded regions entirely."""
+    module = build_tower("regions", width=D, depth=2, num_heads=2, feature_dim=DV, box_frequencies=2)
+    boxes = jnp.tile(jnp.array([0.1, 0.2, 0.4, 0.6]), (B, R, 1))
+    vmask = jnp.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
+    enc, p = run(module, visual_embeds=regions(), visual_attention_mask=vmask, boxes=boxes)
+    assert enc.tokens.shape == (B, R, D)
+    assert set(p) == {"embeddings", "encoder", "ln_final"}
+    np.testing.assert_array_equal(enc.mask, vmask.astype(bool))
+    # Garbage in the padded slots of example 0 must not reach its real regions.
+    noisy = regions().at[0, 3:].set(100.0)
+    again = module.apply({"params": p}, visual_embeds=noisy, visual_attention_mask=vmask, boxes=boxes)
+    np.testing.assert_allclose(again.tokens[0, :3], enc.tokens[0, :3], atol=1e-5)
+    np.testing.assert_allclose(enc.pooled[0], enc.tokens[0, :3].mean(0), atol=1e-5)
+    # The same three regions alone give the same tokens: padding is invisible.
+    alone = module.apply({"params": p}, visual_embeds=regions()[:1, :3], boxes=boxes[:1, :3])
+    np.testing.assert_allclose(alone.tokens[0], enc.tokens[0, :3], atol=1e-5)
+
+
+def test_region_encoder_at_depth_zero_is_the_normalized_embeddings():
+    module = build_tower("regions", width=D, feature_dim=DV)
+    boxes = jnp.tile(jnp.array([0.1, 0.2, 0.4, 0.6]), (B, R, 1))
+    enc, p = run(module, visual_embeds=regions(), boxes=boxes)
+    assert set(p) == {"embeddings"}
+    embeddings = RegionEmbeddings(D, DV, max_length=100, use_boxes=True, normalize=True, layer_norm_eps=1e-6)
+    want = embeddings.apply({"params": p["embeddings"]}, visual_embeds=regions(), boxes=boxes)
+    np.testing.assert_allclose(enc.tokens, want.tokens, atol=1e-6)
+    with pytest.raises(ValueError, match="region features must have width 12"):
+        module.apply({"params": p}, visual_embeds=regions(dv=10), boxes=jnp.zeros((B, R, 4)))

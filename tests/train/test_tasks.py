@@ -20,8 +20,11 @@ from mmjax.train.task_pretrain import mask_tokens, mismatch_images
 
 CASES = {
     "vqa_visualbert_grid": ("vqa_shapes.py:tiny", ["vqa/accuracy", "vqa/accuracy/color"]),
-    "vqa_visualbert_regions": ("vqa_shapes.py:tiny,visual=regions", ["vqa/accuracy"]),
-    "vqa_fusion_mid": ("vqa_shapes.py:tiny,model=fusion,fusion=mid", ["vqa/accuracy"]),
+    "vqa_visualbert_regions_relations_stage": (
+        "vqa_shapes.py:tiny,visual=regions,stage=relations",
+        ["vqa/accuracy", "vqa/accuracy/left_of", "vqa/accuracy/color"],  # trained on relations, evaluated on all
+    ),
+    "vqa_fusion_regions_mid": ("vqa_shapes.py:tiny,model=fusion,visual=regions,fusion=mid", ["vqa/accuracy"]),
     "vqa_easy": ("vqa_easy.py:tiny", ["vqa/accuracy", "vqa/accuracy/shape", "vqa/accuracy/yes/no"]),
     "pretrain": ("pretrain_shapes.py:tiny", ["pretrain/mlm_accuracy", "pretrain/itm_accuracy"]),
     "captioning": ("caption_shapes.py:tiny", ["captioning/bleu4", "captioning/cider"]),
