@@ -114,50 +114,39 @@ class _Subset:
         return read_many(self._data, [self._indices[i] for i in indices])
 
 
-def _field_of_every_record(source: Source, key: str, convert) -> np.ndarray:
-    """convert(record.get(key)) for every record of `source`, read in chunks (one parallel read each)."""
-    n, values = len(source.data), []
+def _filter(source: Source, field: str, convert, values, *, keep: bool, key: str, what: str) -> Source:
+    """`source` restricted to the records whose convert(record[field]) is in `values` (keep=True) or is not
+    (keep=False). Reads that field of every record once, in chunks; fails naming the config `key` and the values
+    present if one of `values` matches no record, so a typo never silently filters nothing."""
+    n, found = len(source.data), []
     for start in range(0, n, 1024):
-        values += [convert(r.get(key)) for r in read_many(source.data, range(start, min(start + 1024, n)))]
-    return np.asarray(values)
+        found += [convert(r.get(field)) for r in read_many(source.data, range(start, min(start + 1024, n)))]
+    found = np.asarray(found)
+    present = sorted(set(found.tolist()) - {convert(None)})
+    if not present:
+        raise ValueError(f"data.{key}: the records of {source.where} carry no `{field}`")
+    missing = [v for v in values if v not in present]
+    if missing:
+        raise ValueError(f"data.{key} {missing} match no record of {source.where} ({what} present: {present})")
+    chosen = np.isin(found, values)
+    return dataclasses.replace(source, data=_Subset(source.data, np.flatnonzero(chosen if keep else ~chosen)))
 
 
 def without_labels(source: Source, labels) -> Source:
     """`source` minus the records whose `label` is in `labels` (classes held out of training, as in zero-shot
-    experiments). Reads every record's label once; fails if a label is outside the records' classes, so a typo
-    never silently holds out nothing."""
+    experiments)."""
     labels = sorted({int(v) for v in labels})
-    found = _field_of_every_record(source, "label", lambda v: -1 if v is None else int(v))
-    present = set(np.unique(found).tolist()) - {-1}
-    if not present:
-        raise ValueError(f"data.holdout_labels: the records of {source.where} carry no `label` to hold out")
-    missing = [v for v in labels if v not in present]
-    if missing:
-        raise ValueError(
-            f"data.holdout_labels {missing} match no record of {source.where} (labels present: {sorted(present)})"
-        )
-    keep = np.flatnonzero(~np.isin(found, labels))
-    return dataclasses.replace(source, data=_Subset(source.data, keep))
+    label = lambda v: -1 if v is None else int(v)  # noqa: E731
+    return _filter(source, "label", label, labels, keep=False, key="holdout_labels", what="labels")
 
 
 def with_question_types(source: Source, types) -> Source:
     """`source` restricted to the VQA records whose `question_type` is in `types` (e.g. training a stage on the
-    relational questions alone). Fails naming the types present if one of `types` matches no record."""
-    types = sorted(set(types))
-    found = _field_of_every_record(source, "question_type", lambda v: _text(v) if v is not None else "")
-    present = sorted(set(found.tolist()) - {""})
-    if not present:
-        raise ValueError(f"data.train_question_types: the records of {source.where} carry no `question_type`")
-    missing = [t for t in types if t not in present]
-    if missing:
-        raise ValueError(
-            f"data.train_question_types {missing} match no record of {source.where} (types present: {present})"
-        )
-    return dataclasses.replace(source, data=_Subset(source.data, np.flatnonzero(np.isin(found, types))))
-
-
-def _text(value) -> str:
-    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+    relational questions alone)."""
+    text = lambda v: "" if v is None else v.decode("utf-8") if isinstance(v, bytes) else str(v)  # noqa: E731
+    return _filter(
+        source, "question_type", text, sorted(set(types)), keep=True, key="train_question_types", what="types"
+    )
 
 
 def _task_of(config) -> str:

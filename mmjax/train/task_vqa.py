@@ -51,6 +51,12 @@ class _ImageTextLabelTask(Task):
             )
             return VisualBertForQuestionAnswering(VisualBertModel(bert, visual), num_labels=self.num_outputs())
         if cfg.kind == "fusion":
+            regions, tower = cfg.get("visual", "grid") == "regions", cfg.image.name
+            if regions != (tower == "regions"):
+                raise ValueError(
+                    f"config key 'model.image.name' is {tower!r} but 'model.visual' is {cfg.get('visual', 'grid')!r}: "
+                    "region inputs need the 'regions' tower, and the 'regions' tower needs model.visual='regions'"
+                )
             fusion = cfg.fusion.to_dict()
             return Classifier(
                 towers={

@@ -15,6 +15,7 @@ from train_testing import REPO, tiny_overrides
 from mmjax import config as mmconfig
 from mmjax.data.shapes import ANSWERS
 from mmjax.encoders.regions import crop_regions
+from mmjax.train import tasks
 from mmjax.train.loop import train
 from mmjax.train.task_pretrain import mask_tokens, mismatch_images
 
@@ -91,3 +92,11 @@ def test_a_text_table_smaller_than_the_tokenizer_fails_naming_both(data_dir):
     config.data.tokenizer.update({"kind": "clip", "path": None})
     with pytest.raises(ValueError, match=r"'model.text.vocab_size' is 76, smaller than the 49408 ids"):
         build_task(config)
+
+
+def test_a_fusion_tower_that_does_not_fit_the_visual_inputs_fails_naming_both_keys(data_dir):
+    config = mmconfig.load_config(
+        f"{REPO}/configs/vqa_shapes.py:tiny,model=fusion,visual=regions", tiny_overrides(data_dir, "model.visual=grid")
+    )
+    with pytest.raises(ValueError, match=r"'model.image.name' is 'regions' but 'model.visual' is 'grid'"):
+        tasks.build_task(config)
