@@ -52,7 +52,8 @@ def get_config(arg=None):
     c.eval.split = "test"
     if a["tiny"]:
         tiny_shapes(c)
-        c.model.image.update({"width": 32, "depth": 1, "num_heads": 2, "image_size": 32})
+        # 8x8 patches keep 16 image tokens at 32px, so both towers do comparable work (LiT's FLOP test relies on it)
+        c.model.image.update({"width": 32, "depth": 1, "num_heads": 2, "image_size": 32, "patch_size": 8})
         c.model.text.update({"width": 32, "depth": 1, "num_heads": 2, "max_length": 16})
         c.model.embed_dim = 16
         c.data.tokenizer.max_length = 16

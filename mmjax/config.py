@@ -210,6 +210,11 @@ def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
         )
     _expect(config.batch_size > 0, f"config key 'batch_size' must be positive, got {config.batch_size}")
     _expect(config.total_steps >= 0, f"config key 'total_steps' must be >= 0, got {config.total_steps}")
+    for key in ("log_every", "checkpoint_every"):
+        _expect(config[key] > 0, f"config key {key!r} must be positive, got {config[key]}")
+    _expect(
+        config.eval_every >= 0, f"config key 'eval_every' must be >= 0 (0: never evaluate), got {config.eval_every}"
+    )
     sizes = mesh_sizes(config.mesh, num_devices)
     data_ways = sizes["data"] * sizes["fsdp"]
     micro = config.optim.get("grad_accum_steps", 1)

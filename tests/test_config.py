@@ -59,6 +59,8 @@ def test_bad_type_names_the_key(override, key):
         (["optim.grad_accum_steps=4"], 8, "times optim.grad_accum_steps=4"),
         (["model.text.num_heads=3"], 8, "'model.text.width' (32) must be divisible by 'model.text.num_heads' (3)"),
         (["total_steps=-1"], 8, "config key 'total_steps'"),
+        (["checkpoint_every=0"], 8, "config key 'checkpoint_every' must be positive, got 0"),
+        (["eval_every=-1"], 8, "config key 'eval_every' must be >= 0 (0: never evaluate), got -1"),
     ],
 )
 def test_validate_fails_before_compiling_naming_the_key(overrides, devices, fragment):

@@ -162,7 +162,8 @@ def train(
         ckpt.close()
         writer.close()
     num_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(setup.abstract_state.params))
-    return {**loop.last, "params": num_params}
+    # `preempted`: the run saved and stopped early on SIGTERM; a caller looping over runs (a sweep) must stop too.
+    return {**loop.last, "params": num_params, "preempted": bool(preempted["set"])}
 
 
 class _Loop:
@@ -210,11 +211,11 @@ class _Loop:
                 logger.warning("SIGTERM: saved step %d, exiting", done)
                 ckpt.wait()
                 return state
-            if done % config.eval_every == 0 and done != total:
+            if config.eval_every and done % config.eval_every == 0 and done != total:
                 self.evaluate(state, done)
                 window_start = time.perf_counter()
             self.progress.update(done, self.last.get("loss"))
-        if total > start:
+        if total > start and config.eval_every:  # eval_every=0: a run that never evaluates (throughput, tests)
             self.evaluate(state, total)
         return state
 

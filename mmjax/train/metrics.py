@@ -72,10 +72,8 @@ class MetricWriter:
         self._remote = "://" in str(self.path)
         self._lines = self.path.read_text().splitlines() if self._remote and enabled and self.path.exists() else []
         self._tb = None
-        if enabled:
-            from tensorboardX import SummaryWriter  # imported lazily: only process 0 writes events
-
-            self._tb = SummaryWriter(_tensorboard_dir(epath.Path(workdir)))
+        if enabled:  # only process 0 writes events
+            self._tb = _summary_writer_class()(_tensorboard_dir(epath.Path(workdir)))
 
     def write(self, step: int, metrics: dict[str, float]) -> None:
         if not self.enabled:
@@ -95,6 +93,24 @@ class MetricWriter:
     def close(self) -> None:
         if self._tb is not None:
             self._tb.close()
+
+
+def _summary_writer_class():
+    """tensorboardX.SummaryWriter, imported without torch.
+
+    tensorboardX imports torch at module level whenever it is installed (it is, beside mmjax, wherever the
+    Hugging Face oracle is), which costs ~4 s per run; scalars never need it, so the import is hidden from it.
+    """
+    if "tensorboardX" in sys.modules or "torch" in sys.modules:
+        from tensorboardX import SummaryWriter
+
+        return SummaryWriter
+    sys.modules["torch"] = None  # makes `import torch` raise ImportError, which tensorboardX handles
+    try:
+        from tensorboardX import SummaryWriter
+    finally:
+        del sys.modules["torch"]
+    return SummaryWriter
 
 
 def _tensorboard_dir(workdir: epath.Path) -> str:

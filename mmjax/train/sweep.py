@@ -31,7 +31,10 @@ def sweep_points(spec: str, overrides: list[str]) -> list[tuple[str, dict[str, A
     return named
 
 
-def run_sweep(spec: str, workdir: str, overrides: list[str], *, dry_run: bool = False) -> list[dict[str, Any]]:
+def run_sweep(
+    spec: str, workdir: str, overrides: list[str], *, dry_run: bool = False, devices=None
+) -> list[dict[str, Any]]:
+    """Train every point of `spec`'s get_sweep() into workdir/<point>, in turn, on `devices` (default: all)."""
     points = sweep_points(spec, overrides)
     if dry_run:
         for name, point in points:
@@ -45,7 +48,10 @@ def run_sweep(spec: str, workdir: str, overrides: list[str], *, dry_run: bool = 
     for name, point in points:
         config = mmconfig.apply_overrides(mmconfig.load_config(spec, overrides), point)
         logger.info("sweep point %s: %s", name, point)
-        result = train(config, str(pathlib.Path(workdir) / name))
+        result = train(config, str(pathlib.Path(workdir) / name), devices=devices)
+        if result.pop("preempted"):  # the point saved on SIGTERM: stop here, a rerun resumes it and goes on
+            logger.warning("sweep stopped by SIGTERM during point %s; rerun the same command to resume", name)
+            return rows
         rows.append({"point": name, **point, **result})
     write_table(pathlib.Path(workdir), rows)
     return rows

@@ -3,6 +3,7 @@ and what a non-finite loss does. Most tests read the one baseline run (conftest.
 
 import json
 import math
+import pathlib
 import re
 
 import jax
@@ -126,12 +127,41 @@ def test_sweep_trains_every_point_into_its_own_workdir_and_tabulates(tmp_path, d
     )
     runs = tmp_path / "runs"
     overrides = [f"--config.{o}" for o in tiny_overrides(data_dir, "total_steps=2")]
-    rows = run_sweep(f"{spec}:tiny", str(runs), overrides)
+    rows = run_sweep(f"{spec}:tiny", str(runs), overrides, devices=jax.devices()[:1])
     assert [r["point"] for r in rows] == ["seed=0", "seed=1"]
     assert rows[0]["loss"] != rows[1]["loss"]  # each point really ran with its own seed
     assert all((runs / name / "eval.json").exists() for name in ("seed=0", "seed=1"))
     table = (runs / "results.md").read_text()
     assert "| seed=1 |" in table and "eval/retrieval/text_to_image/recall@1" in table and "params" in table
+
+
+def test_a_preempted_sweep_point_stops_the_sweep(tmp_path, monkeypatch):
+    """SIGTERM during a point saves that point and ends the sweep, instead of starting the next point (which the
+    scheduler would kill anyway, losing its first steps); rerunning the sweep resumes the stopped point."""
+    from mmjax.train import loop, sweep
+
+    trained = []
+
+    def fake_train(config, workdir, devices=None):
+        trained.append(pathlib.Path(workdir).name)
+        return {"loss": 1.0, "params": 1, "preempted": len(trained) == 1}
+
+    monkeypatch.setattr(loop, "train", fake_train)
+    spec = tmp_path / "seeds.py"
+    spec.write_text(
+        f"import sys\nsys.path.insert(0, {str(REPO / 'configs')!r})\nimport clip_shapes\n\n"
+        "def get_config(arg=None):\n    return clip_shapes.get_config(arg)\n\n"
+        "def get_sweep(arg=None):\n    return [{'zip': {'seed': [0, 1, 2]}}]\n"
+    )
+    assert sweep.run_sweep(f"{spec}:tiny", str(tmp_path / "runs"), []) == []
+    assert trained == ["seed=0"]
+    assert not (tmp_path / "runs" / "results.md").exists()
+    rows = sweep.run_sweep(f"{spec}:tiny", str(tmp_path / "runs"), [])
+    assert trained == ["seed=0", "seed=0", "seed=1", "seed=2"] and [r["point"] for r in rows] == [
+        "seed=0",
+        "seed=1",
+        "seed=2",
+    ]
 
 
 def test_bfloat16_compute_trains_float32_master_weights(tmp_path, data_dir):

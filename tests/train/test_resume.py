@@ -33,7 +33,7 @@ SLOW_MMJAX = (
 
 def _args(workdir, data_dir):
     overrides = tiny_overrides(
-        data_dir, f"total_steps={TOTAL}", "checkpoint_every=4", "log_every=1", "eval_every=1000", "keep_checkpoints=2"
+        data_dir, f"total_steps={TOTAL}", "checkpoint_every=4", "log_every=1", "eval_every=0", "keep_checkpoints=2"
     )
     return ["train", "--config", TINY, "--workdir", str(workdir), *(f"--config.{o}" for o in overrides)]
 
@@ -134,3 +134,4 @@ def test_killed_and_preempted_run_resumes_exactly(data_dir, subprocess_env, tmp_
     assert jax.tree.structure(want) == jax.tree.structure(got)
     for a, b in zip(jax.tree.leaves(want), jax.tree.leaves(got)):
         np.testing.assert_array_equal(np.asarray(a).view(np.uint32), np.asarray(b).view(np.uint32))
+    assert not (ref_dir / "eval.json").exists(), "eval_every=0 never evaluates, not even at the last step"
