@@ -68,8 +68,8 @@ def get_config(arg=None):
                     **(layers if a["fusion"] != "late" else {}),
                     **FUSION_FIELDS[a["fusion"]],
                 },
-                # VisualBERT's VQA head (MLP, LayerNorm, answers): a linear head on the pooled tokens learned
-                # 3x slower (train accuracy 0.39 vs 0.52 at step 200, early fusion on regions, measured)
+                # VisualBERT's VQA head (MLP, LayerNorm, answers): with a linear head on the pooled tokens, early
+                # fusion reached 0.490 in 2,000 steps, with this one 0.760 in 1,000 (experiments/README.md)
                 "head": "answer",
             }
         )
