@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: venv demo test lint format clean
+.PHONY: venv demo test lint format golden clean
 
 DEMO_DIR ?= runs/demo
 DEMO_CONFIG ?= configs/clip_shapes.py
@@ -36,6 +36,10 @@ TEST_WORKERS ?= 2
 
 test: lint
 	$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadfile
+
+# Rewrites tests/golden/configs.json (every config's parameters, sharding and FLOPs) after an intended model change.
+golden: $(STAMP)
+	$(PY) tests/golden/regenerate.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

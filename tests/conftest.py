@@ -16,7 +16,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 # The slowest folders first: CI's two xdist workers take whole files (`--dist loadfile`) in collection order, so
 # long files collected last leave one worker finishing alone while the other idles (longest-job-first balancing).
-_SLOW_FIRST = ("distributed", "train")
+_SLOW_FIRST = ("distributed", "train", "golden")
 
 
 def pytest_collection_modifyitems(items):
