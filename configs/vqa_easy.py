@@ -20,14 +20,12 @@ def get_config(arg=None):
     a = parse_arg(arg)
     c = vqa_shapes.get_config("tiny" if a["tiny"] else None)
     c.data.source = "easy_vqa"
-    c.data.image_size = 64
     c.data.max_regions = 0
     # easy-VQA's questions use words outside the shapes word list: CLIP's BPE covers any text
-    c.data.tokenizer.update({"kind": "clip", "path": None, "max_length": 24})
+    c.data.tokenizer = {"kind": "clip", "max_length": 24}
     c.model.text.vocab_size = 49408
     c.total_steps = 1000
     c.eval_every = 1000
     if a["tiny"]:
         c.data.limit = 64
-        c.data.image_size = 32
     return c

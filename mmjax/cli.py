@@ -1,10 +1,14 @@
-"""`mmjax train | eval | sweep | bench | convert` (also `python -m mmjax ...`).
+"""`mmjax train | eval | sweep | bench | config | convert` (also `python -m mmjax ...`).
 
 mmjax train --config configs/clip_shapes.py[:variant] --workdir runs/x [--config.key=value ...]
-mmjax eval  --config F --workdir D [--split test]
+mmjax eval  --config F --workdir D [--evals NAME ...] [--split test] [--step N]
 mmjax sweep --config F --workdir D [--dry_run]          # points declared by get_sweep() in F
 mmjax bench --config F [--steps 20]                      # steady-state step time etc., as JSON
-mmjax convert --from hf --path DIR --to DIR2             # Hugging Face dir -> load -> save (validates)
+mmjax config show --config F [--docs]                    # the fully resolved config (every key, its doc)
+mmjax convert --path DIR --to DIR2                       # Hugging Face dir -> load -> save (validates)
+
+Any key of the resolved config can be overridden: --config.optim.lr=3e-4 --config.model.image.depth=2.
+A config mistake is one line on stderr naming the key, and exit code 2, before any training step.
 """
 
 from __future__ import annotations
@@ -29,13 +33,19 @@ def _parser() -> argparse.ArgumentParser:
         if name != "bench":
             s.add_argument("--workdir", required=True)
         if name == "eval":
-            s.add_argument("--split", default=None)
+            s.add_argument("--split", default=None, help="evaluate this split instead of each evaluator's own")
+            s.add_argument("--evals", nargs="+", default=None, help="names in config.evals (default: all)")
+            s.add_argument("--step", type=int, default=None, help="checkpoint step (default: the newest)")
         if name == "sweep":
             s.add_argument("--dry_run", action="store_true", help="list the points and exit")
         if name == "bench":
             s.add_argument("--steps", type=int, default=20, help="timed steps after warm-up")
             s.add_argument("--warmup", type=int, default=3)
             s.add_argument("--data", action="store_true", help="also time the input pipeline alone")
+    show = sub.add_parser("config", help="print the fully resolved config").add_subparsers(dest="action", required=True)
+    s = show.add_parser("show", help="every key of the resolved config, one per line")
+    s.add_argument("--config", required=True, help="config file, optionally with a variant: file.py:tiny")
+    s.add_argument("--docs", action="store_true", help="append each key's one-line doc")
     c = sub.add_parser("convert", help="load a Hugging Face directory and write it back out (or to another dir)")
     c.add_argument("--path", required=True)
     c.add_argument("--to", required=True)
@@ -51,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from mmjax import config as mmconfig
 
-    if known.command != "convert":
+    if known.command not in ("convert", "config"):
         from mmjax import distributed
 
         # Joins a multi-process run (TPU pod, SLURM, MMJAX_* variables) if there is one; it must come before
@@ -71,6 +81,9 @@ def main(argv: list[str] | None = None) -> int:
             run_sweep(known.config, known.workdir, overrides, dry_run=known.dry_run)
             return 0
         config = mmconfig.load_config(known.config, overrides)
+        if known.command == "config":
+            print(mmconfig.render(config, with_docs=known.docs))
+            return 0
         if known.command == "train":
             from mmjax.train.loop import train
 
@@ -78,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         elif known.command == "eval":
             from mmjax.train.loop import evaluate
 
-            result = evaluate(config, known.workdir, known.split)
+            result = evaluate(config, known.workdir, known.split, evals=known.evals, step=known.step)
         else:
             from mmjax.train.bench import bench
 

@@ -251,6 +251,20 @@ def _unbox(tree: Any) -> Any:
     return jax.tree.map(lambda x: x.value if _is_box(x) else x, tree, is_leaf=_is_box)
 
 
+def abstract_sharded(
+    init_fn: Callable[..., Any], mesh: Mesh, rules: str | ShardingRules | Rules, *args: Any
+) -> tuple[Any, Any]:
+    """What `init_sharded(init_fn, ...)` would create, without creating it: (a tree of jax.ShapeDtypeStruct
+    carrying their shardings, e.g. to restore a checkpoint into; the NamedSharding tree)."""
+    with nn.logical_axis_rules(()):
+        boxed = jax.eval_shape(init_fn, *args)
+    shardings = logical_to_shardings(boxed, mesh, rules)
+    abstract = jax.tree.map(
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), _unbox(boxed), shardings
+    )
+    return abstract, shardings
+
+
 def init_sharded(
     init_fn: Callable[..., Any], mesh: Mesh, rules: str | ShardingRules | Rules, *args: Any
 ) -> tuple[Any, Any]:
@@ -262,13 +276,16 @@ def init_sharded(
     Returns (unboxed pytree of jax.Arrays, matching NamedSharding tree). Shapes and metadata come from
     jax.eval_shape, so no full copy of the parameters ever exists on one device.
     """
+    _, shardings = abstract_sharded(init_fn, mesh, rules, *args)
+    return create_sharded(init_fn, shardings, *args), shardings
+
+
+def create_sharded(init_fn: Callable[..., Any], shardings: Any, *args: Any) -> Any:
+    """`init_fn(*args)` unboxed, each array created directly in its place in `shardings` (from abstract_sharded)."""
     # No logical rules while tracing, even inside an activation_context: the layout comes from out_shardings
     # alone, and Linen's unbox-time constraints (which would apply activation rules to parameters) stay off.
     with nn.logical_axis_rules(()):
-        abstract = jax.eval_shape(init_fn, *args)
-        shardings = logical_to_shardings(abstract, mesh, rules)
-        values = jax.jit(lambda *a: _unbox(init_fn(*a)), out_shardings=shardings)(*args)
-    return values, shardings
+        return jax.jit(lambda *a: _unbox(init_fn(*a)), out_shardings=shardings)(*args)
 
 
 def batch_sharding(mesh: Mesh, batch_axes: Sequence[str] | None = None) -> NamedSharding:

@@ -22,7 +22,6 @@ from typing import Any
 
 import grain
 import jax
-import ml_collections
 import numpy as np
 from absl import flags, logging
 
@@ -32,53 +31,6 @@ from mmjax.data.errors import DropBadRecords as _DropBadRecords
 from mmjax.data.examples import CAPTION_MODES, FinishBatch, ToExample
 from mmjax.data.tokenizers import TextTokenizer, tokenizer_from_config
 from mmjax.sharding import batch_sharding
-
-
-def default_config() -> ml_collections.ConfigDict:
-    """`config.data` with every key and its default; the `mmjax.data` docstring says what each one means."""
-    return ml_collections.ConfigDict(
-        {
-            "source": "shapes",
-            "task": "image_text",
-            "data_dir": None,
-            "path": None,
-            "name": None,
-            "limit": None,
-            "fields": None,
-            "answers": None,
-            "shapes": {
-                "image_size": 64,
-                "seed": 0,
-                "num_train": 10_000,
-                "num_validation": 1_000,
-                "num_test": 1_000,
-                "num_compositional": 1_000,
-            },  # fmt: skip
-            "image_size": 64,
-            "mean": preprocess.CLIP_MEAN,
-            "std": preprocess.CLIP_STD,
-            "random_crop": True,
-            "crop_scale": (0.5, 1.0),
-            "crop_ratio": (3 / 4, 4 / 3),
-            "flip": False,
-            "tokenizer": {"kind": "clip", "path": None, "max_length": 77},
-            "captions": "random",
-            "max_captions": 5,
-            "max_regions": 0,
-            "holdout_labels": (),
-            "train_question_types": (),
-            "text_overflow": "truncate",
-            "max_text_chars": 1000,
-            "bad_records": "skip",
-            "batch_size": 256,
-            "seed": 0,
-            "shuffle": True,
-            "num_epochs": None,
-            "read_threads": 2,
-            "worker_count": 0,
-            "worker_buffer_size": 2,
-        }
-    )
 
 
 class DataIterator(grain.DatasetIterator):
@@ -132,9 +84,9 @@ def validate(config) -> None:
         "bad_records": POLICIES,
     }
     for key, allowed in choices.items():
-        if config.get(key, None) not in allowed:
-            raise ValueError(f"data.{key}: expected one of {allowed}, got {config.get(key, None)!r}")
-    if config.batch_size <= 0 or config.image_size <= 0:
+        if config[key] not in allowed:
+            raise ValueError(f"data.{key}: expected one of {allowed}, got {config[key]!r}")
+    if config.batch_size <= 0 or not config.image_size or config.image_size <= 0:
         raise ValueError(f"data.batch_size, data.image_size: must be > 0, got {config.batch_size}, {config.image_size}")
 
 
@@ -168,9 +120,9 @@ def build_pipeline(
         raise ValueError(f"data.batch_size={config.batch_size} must divide over {shard_options.shard_count} processes")
     local_batch = config.batch_size // shard_options.shard_count
     source = sources.open_source(config, split)
-    if train and config.get("holdout_labels", ()):
+    if train and config.holdout_labels:
         source = sources.without_labels(source, config.holdout_labels)
-    if train and config.get("train_question_types", ()):
+    if train and config.train_question_types:
         source = sources.with_question_types(source, config.train_question_types)
     image = preprocess.ImagePreprocessor(
         size=config.image_size,

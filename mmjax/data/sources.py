@@ -9,9 +9,8 @@ from collections.abc import Sequence
 import numpy as np
 import tensorflow_datasets as tfds
 
-from mmjax.data import builders, jsonl, real_datasets
-
-SOURCES = ("shapes", "easy_vqa", "fashion_mnist", "jsonl", "tfds")
+from mmjax.data import builders, jsonl, real_datasets, shapes
+from mmjax.data.schema import SOURCES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,34 +27,76 @@ class Source:
 
 
 def _data_dir(config) -> str | None:
-    data_dir = config.get("data_dir", None)
-    return os.path.expanduser(data_dir) if data_dir else None
+    return os.path.expanduser(config.data_dir) if config.data_dir else None
 
 
 def make_builder(config) -> tfds.core.DatasetBuilder:
     """The (unprepared) builder that `config.data.source` names; raises naming the key for unknown values."""
-    kind, data_dir = config.get("source", "shapes"), _data_dir(config)
+    kind, data_dir = config.source, _data_dir(config)
     if kind == "shapes":
-        opts = config.get("shapes", None) or {}
-        opts = opts.to_dict() if hasattr(opts, "to_dict") else dict(opts)
-        return builders.shapes_builder(data_dir, task=config.get("task", "image_text"), **opts)
+        opts = config.shapes.to_dict() if hasattr(config.shapes, "to_dict") else dict(config.shapes)
+        return builders.shapes_builder(data_dir, task=config.task, **opts)
     if kind == "easy_vqa":
-        return real_datasets.easy_vqa_builder(data_dir, config.get("path", None), config.get("limit", None))
+        return real_datasets.easy_vqa_builder(data_dir, config.path, config.limit)
     if kind == "fashion_mnist":
-        return real_datasets.fashion_mnist_builder(data_dir, config.get("path", None), config.get("limit", None))
+        return real_datasets.fashion_mnist_builder(data_dir, config.path, config.limit)
     if kind == "jsonl":
-        if not config.get("path", None):
-            raise ValueError(
-                "data.path: source 'jsonl' needs the directory holding train.jsonl / val.jsonl / test.jsonl"
-            )
+        _need_jsonl_path(config)
         return jsonl.jsonl_builder(
-            config.path,
-            data_dir,
-            task=config.get("task", None),
-            bad_records=config.get("bad_records", "skip"),
-            max_chars=config.get("max_text_chars", 1000),
+            config.path, data_dir, task=config.task, bad_records=config.bad_records, max_chars=config.max_text_chars
         )
     raise ValueError(f"data.source: expected one of {SOURCES}, got {kind!r}")
+
+
+def _need_jsonl_path(config) -> None:
+    if not config.path:
+        raise ValueError("data.path: source 'jsonl' needs the directory holding train.jsonl / val.jsonl / test.jsonl")
+    if not os.path.isdir(os.path.expanduser(config.path)):
+        raise ValueError(f"data.path: {config.path!r} is not a directory (source 'jsonl')")
+
+
+def available_splits(config) -> tuple[str, ...] | None:
+    """The split names the dataset `config` describes has, found without preparing it (None: unknown until
+    prepared). Cheap: a listing of the jsonl folder, the shapes counts, the fixed splits of the packaged sets."""
+    if config.source == "shapes":
+        return tuple(s for s in shapes.SPLITS if config.shapes[f"num_{s}"] > 0)
+    if config.source in ("easy_vqa", "fashion_mnist"):
+        return ("train", "test")
+    if config.source == "jsonl":
+        _need_jsonl_path(config)
+        path = os.path.expanduser(config.path)
+        return tuple(s for s in jsonl.SPLIT_FILES if os.path.exists(os.path.join(path, f"{s}.jsonl")))
+    try:  # tfds: the prepared dataset's own record of its splits
+        return tuple(tfds.builder(config.name, data_dir=_data_dir(config)).info.splits)
+    except Exception:  # noqa: BLE001 - an unreadable dataset fails later with TFDS's own message
+        return None
+
+
+def split_name(split: str) -> str:
+    """'train[:90%]' -> 'train' (TFDS slicing keeps the split's name in front)."""
+    return split.split("[", 1)[0].strip()
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+    """What tasks and evaluators need to know of a dataset, computed once (by the trainer) and handed in, so no
+    task opens a dataset: answer vocabulary, question types, image class names, and the splits."""
+
+    splits: tuple[str, ...]
+    answers: tuple[str, ...] = ()
+    question_types: tuple[str, ...] = ()
+    classes: tuple[str, ...] = ()
+
+
+def dataset_info(config) -> DatasetInfo:
+    """Prepares the dataset `config` (= config.data) describes if needed, and says what it holds."""
+    source = open_source(config, "train")
+    return DatasetInfo(
+        splits=available_splits(config) or (),
+        answers=source.answers,
+        question_types=source.question_types,
+        classes=source.classes,
+    )
 
 
 def open_source(config, split: str) -> Source:
@@ -64,18 +105,17 @@ def open_source(config, split: str) -> Source:
     Splits accept TFDS slicing, e.g. "train[:90%]". For source "tfds", `config.name` is a dataset already
     prepared as array_record under `config.data_dir` (a local path or gs://), read as is: no download.
     """
-    if config.get("source", "shapes") == "tfds":
-        if not config.get("name", None):
+    if config.source == "tfds":
+        if not config.name:
             raise ValueError("data.name: source 'tfds' needs a dataset name, e.g. 'coco_captions:1.1.0'")
         data = tfds.data_source(config.name, split=split, data_dir=_data_dir(config), download=False)
-        task = config.get("task", "image_text")
         return Source(
             data,
             f"{config.name}/{split}",
-            task,
-            answers=tuple(config.get("answers", None) or ()),
-            question_types=tuple(config.get("question_types", None) or ()),
-            fields={k: v for k, v in (config.get("fields", None) or {}).items()},
+            config.task,
+            answers=tuple(config.answers or ()),
+            question_types=tuple(config.question_types or ()),
+            fields=dict(config.fields or {}),
         )
     builder = builders.prepare(make_builder(config))
     meta = builder.info.metadata or {}
@@ -84,7 +124,7 @@ def open_source(config, split: str) -> Source:
         builder.as_data_source(split),
         f"{builder.name}/{split}",
         task,
-        answers=tuple(config.get("answers", None) or meta.get("answers", ())),
+        answers=tuple(config.answers or meta.get("answers", ())),
         question_types=tuple(meta.get("question_types", ())),
         classes=tuple(meta.get("classes", ())),
     )
@@ -151,4 +191,4 @@ def with_question_types(source: Source, types) -> Source:
 
 def _task_of(config) -> str:
     # easy-VQA is only VQA and Fashion-MNIST only image-text, whatever the config says.
-    return {"easy_vqa": "vqa", "fashion_mnist": "image_text"}.get(config.get("source"), config.get("task"))
+    return {"easy_vqa": "vqa", "fashion_mnist": "image_text"}[config.source]

@@ -255,15 +255,13 @@ def tokenizer_from_config(config) -> TextTokenizer:
     word, whose path "shapes" names the vendored `SHAPES_WORDS`),
     `max_length` (T), `lowercase` (BERT from a vocab.txt only).
     """
-    kind = config.get("kind", "clip")
-    path = config.get("path", None)
-    max_length = config.get("max_length", 77 if kind == "clip" else 64)
+    kind, path, max_length = config["kind"], config["path"], config["max_length"]
     if kind == "clip":
         return clip_tokenizer(path, max_length)
     if kind == "bert":
         if path is None:
             raise ValueError("data.tokenizer.path: a BERT tokenizer needs a vocab.txt or a Hugging Face directory")
-        return bert_tokenizer(path, max_length, config.get("lowercase", True))
+        return bert_tokenizer(path, max_length, config["lowercase"])
     if kind == "word":
         if path is None:
             raise ValueError("data.tokenizer.path: a word tokenizer needs a word list (or 'shapes')")

@@ -76,6 +76,11 @@ class ViT(nn.Module):
     def from_variant(cls, variant: str, **kwargs) -> ViT:
         return cls(**{**vit_variant(variant), **kwargs})
 
+    @staticmethod
+    def variant_fields(variant: str) -> dict:
+        """The fields a named variant sets (configs fill the sizes they do not state from it)."""
+        return vit_variant(variant)
+
     @property
     def grid(self) -> tuple[int, int]:
         return (self.image_size // self.patch_size,) * 2

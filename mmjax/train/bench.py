@@ -13,7 +13,8 @@ from typing import Any
 import jax
 import numpy as np
 
-from mmjax.train.loop import Setup, data_config
+from mmjax.train.inputs import data_config
+from mmjax.train.loop import Setup
 from mmjax.train.metrics import compiled_flops, device_peak_flops
 
 
@@ -42,7 +43,7 @@ def bench(config, *, steps: int = 20, warmup: int = 3, data: bool = False) -> di
     peak = device_peak_flops()
     n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params))
     result = {
-        "config": config.get("config_spec", ""),
+        "config": config.config_spec,
         "device": jax.devices()[0].device_kind,
         "num_devices": jax.device_count(),
         "host": f"{platform.machine()} {platform.processor() or ''} cpus={_cpu_count()}".strip(),

@@ -41,7 +41,7 @@ def load_source(cfg) -> Any:
         params = Checkpointer(pathlib.Path(cfg.path) / "checkpoints", async_save=False).restore_params()
     else:
         raise ValueError(f"config key 'init_from.kind' must be '', 'hf' or 'mmjax', got {cfg.kind!r}")
-    return jax.tree.map(np.asarray, _subtree(params, cfg.get("source", ""), "source"))
+    return jax.tree.map(np.asarray, _subtree(params, cfg.source, "source"))
 
 
 def merge(params: Any, loaded: Any, target: str) -> Any:

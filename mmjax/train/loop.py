@@ -24,9 +24,11 @@ from mmjax import config as mmconfig
 from mmjax import data as mmdata
 from mmjax import distributed, sharding
 from mmjax.train import init_from as init_from_lib
-from mmjax.train.checkpoint import Checkpointer, abstract_like
+from mmjax.train.checkpoint import Checkpointer
+from mmjax.train.evaluate import build_evaluators, run_evaluators
+from mmjax.train.inputs import data_config, prepare_data
 from mmjax.train.metrics import MetricWriter, Progress, compiled_flops, device_peak_flops
-from mmjax.train.optim import build_optimizer, frozen_mask
+from mmjax.train.optim import build_optimizer
 from mmjax.train.state import TrainState
 from mmjax.train.step import make_train_step
 from mmjax.train.tasks import Task, build_task
@@ -35,40 +37,40 @@ logger = logging.getLogger(__name__)
 
 
 class Setup:
-    """Everything a run needs before its first step: mesh, task, optimizer, state layout, compiled step."""
+    """Everything a run needs before its first step: mesh, dataset info, task, evaluators, optimizer, state
+    layout, step. Every check that needs no compilation has run when this returns (ConfigError, one line)."""
 
-    def __init__(self, config: ml_collections.ConfigDict, devices: Sequence[jax.Device] | None = None):
-        """`devices`: the devices the mesh spans (default: all of them, `jax.devices()`)."""
+    def __init__(
+        self,
+        config: ml_collections.ConfigDict,
+        devices: Sequence[jax.Device] | None = None,
+        *,
+        info: mmdata.DatasetInfo | None = None,
+    ):
+        """`devices`: the devices the mesh spans (default: all of them). `info`: the dataset's description
+        (default: prepare the dataset if needed and read it; tests pass one to skip that)."""
         self.devices = list(devices) if devices is not None else jax.devices()
         mmconfig.validate(config, len(self.devices))
         self.config = config
-        # config.dcn_mesh (multi-slice TPU only) splits mesh axes across slices; absent, this is sharding.make_mesh.
-        self.mesh = distributed.make_mesh(config.mesh.to_dict(), self.devices, config.get("dcn_mesh", None))
-        self.rules = sharding.get_rules(config.get("sharding", "dp")).for_mesh(self.mesh)
-        self.task: Task = build_task(config)
-        init_rng, self.state_rng = jax.random.split(jax.random.key(config.seed))
-        self.init_rng = init_rng
-        batch = self.task.init_batch()
-        abstract_params = jax.eval_shape(self.task.init, init_rng, batch)
-        self.tx, self.schedule = build_optimizer(config.optim, _unbox(abstract_params), config.total_steps)
-
-        def init_state(rng):
-            params = self.task.init(rng, batch)
-            return TrainState(
-                step=jnp.zeros((), jnp.int32),
-                params=params,
-                opt_state=self.tx.init(params),
-                rng=jax.random.key_data(self.state_rng),
-            )
-
-        self._init_state = init_state
-        boxed = jax.eval_shape(init_state, init_rng)
-        self.shardings = sharding.logical_to_shardings(boxed, self.mesh, self.rules)
-        self.abstract_state = abstract_like(_unbox(boxed), self.shardings)
+        # config.dcn_mesh (multi-slice TPU only) splits mesh axes across slices; None, this is sharding.make_mesh.
+        self.mesh = distributed.make_mesh(config.mesh.to_dict(), self.devices, config.dcn_mesh)
+        self.rules = sharding.get_rules(config.sharding).for_mesh(self.mesh)
+        self.info = info if info is not None else prepare_data(config)
+        self.task: Task = build_task(config, self.info)
+        self.evaluators = build_evaluators(config, self.task)
+        self.init_rng, self.state_rng = jax.random.split(jax.random.key(config.seed))
+        self.init_batch = self.task.init_batch()
+        abstract_params = jax.eval_shape(self.task.init, self.init_rng, self.init_batch)
+        self.optimizer = build_optimizer(config.optim, _unbox(abstract_params), config.total_steps)
+        self.abstract_state, self.shardings = sharding.abstract_sharded(self._new_state, self.mesh, self.rules,
+                                                                        self.init_rng)  # fmt: skip
         self.batch_sharding = sharding.batch_sharding(self.mesh)
-        frozen = frozen_mask(config.optim, self.abstract_state.params)
         step = make_train_step(
-            self.task.loss, self.tx, self.schedule, config.optim.get("grad_accum_steps", 1), frozen=frozen
+            self.task.loss,
+            self.optimizer.tx,
+            self.optimizer.schedule,
+            config.optim.grad_accum_steps,
+            frozen=self.optimizer.frozen,
         )
         self.step_fn = jax.jit(
             step,
@@ -77,29 +79,30 @@ class Setup:
             donate_argnums=0,
         )
 
+    def _new_state(self, rng) -> TrainState:
+        params = self.task.init(rng, self.init_batch)
+        return TrainState(
+            step=jnp.zeros((), jnp.int32),
+            params=params,
+            opt_state=self.optimizer.tx.init(params),
+            rng=jax.random.key_data(self.state_rng),
+        )
+
     def activations(self):
         return sharding.activation_context(self.mesh, self.rules)
 
     def init_state(self) -> TrainState:
-        # Placement comes from out_shardings; init needs no activation constraints.
-        state = jax.jit(lambda r: _unbox(self._init_state(r)), out_shardings=self.shardings)(self.init_rng)
-        cfg = self.config.get("init_from", None)
-        if cfg is not None and cfg.get("kind", ""):
+        """A fresh state, created directly in its sharded layout, then `init_from` weights if configured."""
+        state = sharding.create_sharded(self._new_state, self.shardings, self.init_rng)
+        cfg = self.config.init_from
+        if cfg.kind:
             loaded = init_from_lib.load_source(cfg)
-            state = state.replace(params=init_from_lib.merge(state.params, loaded, cfg.get("target", "")))
-            logger.info("initialized %r from %s %s", cfg.get("target", "") or "all params", cfg.kind, cfg.path)
+            state = state.replace(params=init_from_lib.merge(state.params, loaded, cfg.target))
+            logger.info("initialized %r from %s %s", cfg.target or "all params", cfg.kind, cfg.path)
         return state
 
     def train_data(self):
         return mmdata.build_pipeline(data_config(self.config), "train", train=True, mesh=self.mesh)
-
-
-def data_config(config) -> ml_collections.ConfigDict:
-    """config.data with the global batch size and seed of the experiment."""
-    cfg = ml_collections.ConfigDict(config.data.to_dict())
-    cfg.batch_size = config.batch_size
-    cfg.seed = config.seed
-    return cfg
 
 
 def _unbox(tree: Any) -> Any:
@@ -143,7 +146,7 @@ def train(
     workdir.mkdir(parents=True, exist_ok=True)
     main = jax.process_index() == 0
     setup = Setup(config, devices)
-    ckpt = Checkpointer(workdir / "checkpoints", keep=config.get("keep_checkpoints", 3))
+    ckpt = Checkpointer(workdir / "checkpoints", keep=config.keep_checkpoints)
     train_it = setup.train_data()
     start = ckpt.latest_step()
     if start is not None:
@@ -152,7 +155,7 @@ def train(
     else:
         start, state = 0, setup.init_state()
     writer = MetricWriter(workdir, enabled=main)
-    progress = Progress(config.total_steps, start, enabled=main and config.get("progress", True))
+    progress = Progress(config.total_steps, start, enabled=main and config.progress)
     loop = _Loop(config, setup, writer, progress, workdir)
     try:
         with setup.activations(), _sigterm_flag() as preempted:
@@ -180,7 +183,7 @@ class _Loop:
 
     def run(self, state, train_it, ckpt, start, preempted):
         config, total = self.config, self.config.total_steps
-        profile = tuple(config.get("profile_steps", ()) or ())
+        profile = tuple(config.profile_steps)
         pending: list[tuple[int, dict]] = []
         window_start, tracing = None, False
         for step in range(start, total):
@@ -211,12 +214,11 @@ class _Loop:
                 logger.warning("SIGTERM: saved step %d, exiting", done)
                 ckpt.wait()
                 return state
-            if config.eval_every and done % config.eval_every == 0 and done != total:
-                self.evaluate(state, done)
+            if done != total and self.evaluate(state, done, total):
                 window_start = time.perf_counter()
             self.progress.update(done, self.last.get("loss"))
-        if total > start and config.eval_every:  # eval_every=0: a run that never evaluates (throughput, tests)
-            self.evaluate(state, total)
+        if total > start:
+            self.evaluate(state, total, total)
         return state
 
     def log(self, pending, window_start: float, train_it) -> float:
@@ -231,7 +233,7 @@ class _Loop:
         seconds = now - window_start
         for s, m in zip(steps, host):
             if int(m["nonfinite"]):
-                if self.config.get("on_nonfinite", "error") == "error":
+                if self.config.on_nonfinite == "error":
                     raise FloatingPointError(
                         f"non-finite loss or gradient at step {s} (loss={float(m['loss'])}, grad_norm="
                         f"{float(m['grad_norm'])}); the update was not applied. Set on_nonfinite='skip' to skip."
@@ -253,14 +255,18 @@ class _Loop:
         self.writer.write(steps[-1], avg)
         return now
 
-    def evaluate(self, state, step):
+    def evaluate(self, state, step: int, total: int) -> bool:
+        """Run the evaluators due after `step`, into eval.json; returns whether any ran."""
         from mmjax.eval import write_eval_json
 
-        metrics = self.setup.task.evaluate(state.params, self.setup.mesh)
+        due = [e for e in self.setup.evaluators.values() if e.due(step, total)]
+        if not due:
+            return False
+        metrics = run_evaluators(due, state.params, self.setup.mesh)
         if jax.process_index() == 0:
             write_eval_json(self.workdir / "eval.json", metrics, step)
         self.last = {**self.last, **{f"eval/{k}": v for k, v in metrics.items()}}
-        return metrics
+        return True
 
 
 def evaluate(
@@ -268,26 +274,32 @@ def evaluate(
     workdir: str,
     split: str | None = None,
     *,
+    evals: Sequence[str] | None = None,
+    step: int | None = None,
     devices: Sequence[jax.Device] | None = None,
 ) -> dict[str, Any]:
-    """Evaluate the newest checkpoint in `workdir` (the `mmjax eval` command) and write workdir/eval.json.
+    """Run evaluators on a checkpoint of `workdir` (the `mmjax eval` command) and merge into workdir/eval.json.
 
-    The configured split's metrics keep their names (e.g. `retrieval/text_to_image/recall@1`); another split's
-    are prefixed with it (`compositional/retrieval/...`).
+    evals: names in config.evals (default: all of them); any evaluator can be added to a config by override,
+      e.g. `--config.evals.zs.type=zeroshot --config.evals.zs.split=test`.
+    split: evaluate on this split instead of each evaluator's own; its metrics are then prefixed with it
+      (`compositional/retrieval/...`), so they sit beside the configured split's, never over them.
+    step: the checkpoint (default: the newest complete one).
     """
     from mmjax.eval import write_eval_json
 
+    unknown = sorted(set(evals or ()) - set(config.evals))
+    if unknown:
+        raise mmconfig.ConfigError(f"--evals {unknown}: not in config.evals (there: {sorted(config.evals)})")
     setup = Setup(config, devices)
     ckpt = Checkpointer(epath.Path(workdir) / "checkpoints", async_save=False)
-    step = ckpt.latest_step()
+    step = ckpt.latest_step() if step is None else step
     if step is None:
         raise FileNotFoundError(f"no complete checkpoint in {ckpt.directory}; train first")
+    chosen = [e for name, e in setup.evaluators.items() if evals is None or name in evals]
     with setup.activations():
         state = ckpt.restore(step, setup.abstract_state)
-        metrics = setup.task.evaluate(state.params, setup.mesh, split)
-    if split and split != config.get("eval", {}).get("split", "validation"):
-        # another split's numbers sit beside the configured split's, never over them
-        metrics = {f"{split}/{k}": v for k, v in metrics.items()}
+        metrics = run_evaluators(chosen, state.params, setup.mesh, split)
     if jax.process_index() == 0:
         write_eval_json(epath.Path(workdir) / "eval.json", metrics, step)
     ckpt.close()

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import optax
@@ -30,11 +30,11 @@ RULE_SETTINGS = ("freeze", "lr_mult", "weight_decay_mult")
 
 
 def make_schedule(cfg, total_steps: int) -> Callable[[jax.Array], jax.Array]:
-    warmup = int(cfg.get("warmup_steps", 0))
+    warmup = int(cfg.warmup_steps)
     lr = float(cfg.lr)
-    end = lr * float(cfg.get("end_lr_factor", 0.0))
+    end = lr * float(cfg.end_lr_factor)
     decay_steps = max(total_steps - warmup, 1)
-    kind = cfg.get("schedule", "cosine")
+    kind = cfg.schedule
     if kind == "cosine":
         main = optax.cosine_decay_schedule(lr, decay_steps, alpha=end / lr if lr else 0.0)
     elif kind == "linear":
@@ -90,16 +90,27 @@ def _scale_leaves(multipliers) -> optax.GradientTransformation:
     return optax.GradientTransformation(lambda _: optax.EmptyState(), update)
 
 
-def build_optimizer(cfg, params, total_steps: int) -> tuple[optax.GradientTransformation, Callable]:
-    """-> (the optax transformation for these params, the learning-rate schedule).
+class Optimizer(NamedTuple):
+    """What a run's optimizer is: the transformation, its learning-rate schedule, and which params are frozen
+    (a pytree of bools like the params: the step stops their gradients, so XLA drops their backward pass)."""
 
-    Frozen parameters get zero gradients before anything else (so they do not count toward the clipping norm)
-    and a zero multiplier at the end, so they stay bit-identical. They keep (zero) optimizer moments: simpler
-    than a partitioned optimizer, at the price of that memory.
+    tx: optax.GradientTransformation
+    schedule: Callable
+    frozen: Any
+
+
+def build_optimizer(cfg, params, total_steps: int) -> Optimizer:
+    """The optimizer `config.optim` describes for these params (abstract shapes suffice).
+
+    `optim.rules` are matched once, here: the same match decides the frozen mask, learning-rate multipliers and
+    weight decay. Frozen parameters get zero gradients before anything else (so they do not count toward the
+    clipping norm) and a zero multiplier at the end, so they stay bit-identical. They keep (zero) optimizer
+    moments: simpler than a partitioned optimizer, at the price of that memory.
     """
     schedule = make_schedule(cfg, total_steps)
-    settings = match_rules(params, [tuple(r) for r in cfg.get("rules", ())])
+    settings = match_rules(params, [tuple(r) for r in cfg.rules])
     per_leaf = lambda fn: jax.tree.map(fn, settings, is_leaf=_is_setting)  # noqa: E731
+    frozen = per_leaf(lambda s: bool(s.get("freeze")))
     trainable = per_leaf(lambda s: 0.0 if s.get("freeze") else 1.0)
     lr_mult = per_leaf(lambda s: 0.0 if s.get("freeze") else float(s.get("lr_mult", 1.0)))
     decay = jax.tree.map(
@@ -109,25 +120,23 @@ def build_optimizer(cfg, params, total_steps: int) -> tuple[optax.GradientTransf
         is_leaf=_is_setting,
     )
 
-    name = cfg.get("name", "adamw")
-    wd = float(cfg.get("weight_decay", 0.0))
     parts = [_scale_leaves(trainable)]
-    if cfg.get("clip_norm", 0.0):
+    if cfg.clip_norm:
         parts.append(optax.clip_by_global_norm(float(cfg.clip_norm)))
-    if name in ("adamw", "lamb"):
-        parts.append(optax.scale_by_adam(b1=cfg.get("b1", 0.9), b2=cfg.get("b2", 0.999), eps=cfg.get("eps", 1e-8)))
-    elif name == "sgd":
-        if cfg.get("momentum", 0.0):
-            parts.append(optax.trace(decay=float(cfg.momentum), nesterov=bool(cfg.get("nesterov", False))))
+    if cfg.name in ("adamw", "lamb"):
+        parts.append(optax.scale_by_adam(b1=cfg.b1, b2=cfg.b2, eps=cfg.eps))
+    elif cfg.name == "sgd":
+        if cfg.momentum:
+            parts.append(optax.trace(decay=float(cfg.momentum), nesterov=bool(cfg.nesterov)))
     else:
-        raise ValueError(f"config key 'optim.name' must be adamw, lamb or sgd, got {name!r}")
-    if wd:
-        parts.append(_decay(wd, decay))
-    if name == "lamb":
+        raise ValueError(f"config key 'optim.name' must be adamw, lamb or sgd, got {cfg.name!r}")
+    if cfg.weight_decay:
+        parts.append(_decay(float(cfg.weight_decay), decay))
+    if cfg.name == "lamb":
         parts.append(optax.scale_by_trust_ratio())
     parts.append(optax.scale_by_learning_rate(schedule))
     parts.append(_scale_leaves(lr_mult))
-    return optax.chain(*parts), schedule
+    return Optimizer(optax.chain(*parts), schedule, frozen)
 
 
 def _decay(rate: float, mult) -> optax.GradientTransformation:
@@ -137,9 +146,3 @@ def _decay(rate: float, mult) -> optax.GradientTransformation:
         return jax.tree.map(lambda u, p, k: u + (rate * k) * p if k else u, updates, params, mult), state
 
     return optax.GradientTransformation(lambda _: optax.EmptyState(), update)
-
-
-def frozen_mask(cfg, params) -> Any:
-    """Pytree of bools: True for parameters an `optim.rules` entry freezes."""
-    settings = match_rules(params, [tuple(r) for r in cfg.get("rules", ())])
-    return jax.tree.map(lambda s: bool(s.get("freeze")), settings, is_leaf=_is_setting)

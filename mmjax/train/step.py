@@ -55,7 +55,7 @@ def make_train_step(
 ):
     """-> step(state, batch) -> (state, metrics).
 
-    frozen: optional pytree of bools like the params (`optim.frozen_mask`). Frozen parameters get no gradient
+    frozen: optional pytree of bools like the params (`Optimizer.frozen`). Frozen parameters get no gradient
     (stop_gradient), so XLA drops their backward pass: a locked tower costs only its forward (LiT).
 
     A step whose loss or gradient norm is not finite leaves params and optimizer state unchanged and reports

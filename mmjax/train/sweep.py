@@ -22,8 +22,7 @@ def sweep_points(spec: str, overrides: list[str]) -> list[tuple[str, dict[str, A
     points = mmconfig.load_sweep(spec)
     named = []
     for point in points:
-        config = mmconfig.load_config(spec, overrides)
-        mmconfig.apply_overrides(config, point)  # fails here, before any training, on a bad sweep key
+        mmconfig.load_config(spec, overrides, point)  # fails here, before any training, on a bad sweep key
         named.append((mmconfig.point_name(point), point))
     names = [n for n, _ in named]
     if len(set(names)) != len(names):
@@ -46,7 +45,7 @@ def run_sweep(
 
     rows = []
     for name, point in points:
-        config = mmconfig.apply_overrides(mmconfig.load_config(spec, overrides), point)
+        config = mmconfig.load_config(spec, overrides, point)
         logger.info("sweep point %s: %s", name, point)
         result = train(config, str(pathlib.Path(workdir) / name), devices=devices)
         if result.pop("preempted"):  # the point saved on SIGTERM: stop here, a rerun resumes it and goes on

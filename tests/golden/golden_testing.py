@@ -75,15 +75,17 @@ def describe(spec: str, data_dir: str) -> dict[str, Any]:
     import numpy as np
 
     from mmjax import config as mmconfig
+    from mmjax import data as mmdata
     from mmjax.train.loop import Setup
     from mmjax.train.metrics import compiled_flops
-    from mmjax.train.optim import frozen_mask
 
     def setup(mesh: dict[str, int]) -> Setup:
         overrides = [f"data.data_dir={data_dir}", f"sharding={SHARDING}", "progress=False"]
         overrides += [f"mesh.{axis}={size}" for axis, size in mesh.items()]
         config = mmconfig.load_config(str(REPO / "configs" / spec), overrides)
-        return Setup(config, jax.devices()[: math.prod(mesh.values())])
+        # Fashion-MNIST is a Debian package that may be absent; the contrastive model needs nothing from it.
+        info = mmdata.DatasetInfo(splits=("train", "test")) if config.data.source == "fashion_mnist" else None
+        return Setup(config, jax.devices()[: math.prod(mesh.values())], info=info)
 
     def flat(tree, is_leaf=None) -> dict[str, Any]:
         leaves = jax.tree_util.tree_flatten_with_path(tree, is_leaf=is_leaf)[0]
@@ -92,9 +94,9 @@ def describe(spec: str, data_dir: str) -> dict[str, Any]:
     # Parameters on the 8-device mesh: shapes, logical names, PartitionSpecs; nothing is compiled or allocated.
     sharded = setup(MESH)
     is_box = lambda x: hasattr(x, "unbox") and hasattr(x, "names")  # noqa: E731
-    boxes = flat(jax.eval_shape(sharded.task.init, sharded.init_rng, sharded.task.init_batch()), is_box)
+    boxes = flat(jax.eval_shape(sharded.task.init, sharded.init_rng, sharded.init_batch), is_box)
     specs = flat(sharded.shardings.params)
-    frozen = flat(frozen_mask(sharded.config.optim, sharded.abstract_state.params))
+    frozen = flat(sharded.optimizer.frozen)
     params = {}
     for name, box in boxes.items():
         shape = list((box.value if is_box(box) else box).shape)

@@ -3,21 +3,21 @@
 Needs a BERT WordPiece tokenizer (data.tokenizer.kind='bert', its [MASK] token). Each step masks 15% of the
 real, non-special text tokens (80% -> [MASK], 10% -> a random token, 10% kept) and, for half of the examples,
 swaps in another example's image so the model must tell matching from mismatching pairs (label 1 = mismatch,
-as Hugging Face's seq_relationship). model.visual: 'grid' (model.image tower) as in task_vqa.
+as Hugging Face's seq_relationship). The visual tokens are model.image's (grid features).
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from mmjax import losses
+from mmjax.config.errors import ConfigError
+from mmjax.config.schema import Named
 from mmjax.encoders import RegionEmbeddings
 from mmjax.models import VisualBertForPreTraining, VisualBertModel
-from mmjax.train.task_base import Task, to_host, tokenizer_of, tower_from_config
+from mmjax.train.tasks.base import IMAGE_TOWER, Task, tower_from_config
 
 
 def mask_tokens(rng, ids, attention_mask, *, mask_id: int, vocab_size: int, special_ids, rate: float = 0.15):
@@ -39,12 +39,28 @@ def mismatch_images(rng, images):
 
 
 class VisualBertPretrainTask(Task):
-    def __init__(self, config):
-        tok = tokenizer_of(config)
+    MODEL_KEYS = {
+        "image": IMAGE_TOWER,
+        "text": Named("tower", "bert", "the BERT text tower (its vocabulary is the tokenizer's)"),
+    }
+    DATA_TASK = "image_text"
+    EVALUATORS = ("pretrain",)
+    DEFAULT_EVALS = {"pretrain": {"type": "pretrain"}}
+
+    @classmethod
+    def validate_config(cls, config) -> None:
+        if config.data.tokenizer.kind != "bert":
+            raise ConfigError(
+                f"config key 'data.tokenizer.kind' is {config.data.tokenizer.kind!r}; VisualBERT pretraining masks "
+                "with BERT's [MASK] token and needs 'bert'"
+            )
+
+    def __init__(self, config, info):
+        super().__init__(config, info)
+        tok = self.tokenizer
         self.mask_id = tok.token_id("[MASK]")
         self.special_ids = tuple(tok.token_id(t) for t in ("[CLS]", "[SEP]", "[PAD]"))
         self.vocab_size = tok.vocab_size
-        super().__init__(config)
 
     def build_model(self, cfg) -> nn.Module:
         bert = tower_from_config(cfg.text, self.dtype)
@@ -61,6 +77,7 @@ class VisualBertPretrainTask(Task):
         return self.model.init(rng, batch["input_ids"], batch["attention_mask"], pixel_values=batch["image"])["params"]
 
     def _forward(self, params, batch, rng, train: bool):
+        """-> (masked ids' chosen positions [B, T], text logits [B, T, V], pair logits [B, 2], mismatched [B])."""
         mask_rng, pair_rng, dropout_rng = jax.random.split(rng, 3)
         ids, chosen = mask_tokens(
             mask_rng,
@@ -79,24 +96,30 @@ class VisualBertPretrainTask(Task):
             train=train,
             rngs={"dropout": dropout_rng},
         )
-        text_logits = out["prediction_logits"][:, : ids.shape[1]]
-        real = batch.get("example_mask", jnp.ones(ids.shape[:1], jnp.int32)) > 0  # eval pads its last batch
+        return chosen, out["prediction_logits"][:, : ids.shape[1]], out["seq_relationship_logits"], mismatched
+
+    def loss(self, params, batch, rng):
+        chosen, text_logits, pair_logits, mismatched = self._forward(params, batch, rng, train=True)
+        real = batch["example_mask"] > 0
         mlm, mlm_metrics = losses.masked_cross_entropy(text_logits, batch["input_ids"], chosen & real[:, None])
-        itm, itm_metrics = losses.masked_cross_entropy(out["seq_relationship_logits"], mismatched, real)
+        itm, itm_metrics = losses.masked_cross_entropy(pair_logits, mismatched, real)
         metrics = {"mlm_loss": mlm, "itm_loss": itm, "mlm_accuracy": mlm_metrics["accuracy"]}
         metrics["itm_accuracy"] = itm_metrics["accuracy"]
         return mlm + itm, metrics
 
-    def loss(self, params, batch, rng):
-        return self._forward(params, batch, rng, train=True)
-
-    def evaluate(self, params, mesh, split: str | None = None) -> dict[str, Any]:
-        # A fixed key: the same masks and image swaps at every evaluation, so numbers are comparable over time.
-        step = jax.jit(lambda p, b, i: self._forward(p, b, jax.random.fold_in(jax.random.key(0), i), False)[1])
-        totals: dict[str, float] = {}
-        batches = 0
-        for i, batch in enumerate(self.eval_data(mesh, split)):
-            for k, v in to_host(step(params, batch, i)).items():
-                totals[k] = totals.get(k, 0.0) + float(v)
-            batches += 1
-        return {f"pretrain/{k}": v / max(batches, 1) for k, v in totals.items()}
+    def predict_pretrain(self, params, batch) -> dict:
+        """Per-example sums the pretrain evaluator averages over the real examples of a split: masked-token loss
+        and hits with their count, pair loss and hit. The masks and image swaps are a function of the batch's
+        first record index, so every evaluation draws the same ones."""
+        rng = jax.random.fold_in(jax.random.key(0), batch["index"][0])
+        chosen, text_logits, pair_logits, mismatched = self._forward(params, batch, rng, train=False)
+        token_loss = losses.token_cross_entropy(text_logits, batch["input_ids"])
+        token_hit = jnp.argmax(text_logits, -1) == batch["input_ids"]
+        pair_loss = losses.token_cross_entropy(pair_logits, mismatched)
+        return {
+            "mlm_loss": jnp.sum(jnp.where(chosen, token_loss, 0.0), -1),
+            "mlm_hits": jnp.sum(chosen & token_hit, -1),
+            "mlm_count": jnp.sum(chosen, -1),
+            "itm_loss": pair_loss,
+            "itm_hits": jnp.argmax(pair_logits, -1) == mismatched,
+        }

@@ -1,0 +1,94 @@
+"""Sizes that follow from others, derived in this one place.
+
+A key the config states wins; the other side follows it; when both sides are stated and disagree, the error names
+both keys. Which keys were stated is read from the raw (file + overrides) dict, not guessed from values.
+
+  data.image_size <-> model.image.image_size      the pipeline feeds the size the image tower was built for
+  data.tokenizer.max_length  <= model.text.max_length (None: equal to it)
+  model.text.vocab_size      >= the tokenizer's vocabulary (unset: equal to it)
+  data.task                  the record layout the task reads (Task.DATA_TASK), unless stated
+  evals.*.batch_size, every, at_end, prefix   from batch_size, eval_every and the entry's name
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from mmjax.config.errors import ConfigError
+from mmjax.config.schema import task_class
+
+
+def stated(raw: Mapping, key: str) -> bool:
+    node: Any = raw
+    for part in key.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def derive(config: dict, raw: Mapping) -> dict:
+    _image_size(config, raw)
+    _text_sizes(config, raw)
+    data_task = task_class(config["task"]).DATA_TASK
+    if data_task and not stated(raw, "data.task"):
+        config["data"]["task"] = data_task
+    for name, entry in config["evals"].items():
+        if entry["batch_size"] is None:
+            entry["batch_size"] = config["batch_size"]
+        if entry["every"] is None:
+            entry["every"] = config["eval_every"]
+        if entry["at_end"] is None:
+            entry["at_end"] = entry["every"] > 0
+        if entry["prefix"] is None:
+            entry["prefix"] = "" if name == entry["type"] else name
+    return config
+
+
+def _image_size(config: dict, raw: Mapping) -> None:
+    image, data = config["model"].get("image"), config["data"]
+    if not image or "image_size" not in image:
+        if image and data["image_size"] is None:
+            raise ConfigError(
+                f"config key 'data.image_size' must be set: model.image ({image['name']!r}) takes any image size"
+            )
+        return
+    if stated(raw, "data.image_size") and stated(raw, "model.image.image_size"):
+        if data["image_size"] != image["image_size"]:
+            raise ConfigError(
+                f"config keys 'data.image_size' ({data['image_size']}) and 'model.image.image_size' "
+                f"({image['image_size']}) disagree; set one of them"
+            )
+    elif stated(raw, "data.image_size"):
+        image["image_size"] = data["image_size"]
+    else:
+        data["image_size"] = image["image_size"]
+
+
+def _text_sizes(config: dict, raw: Mapping) -> None:
+    text, tok = config["model"].get("text"), config["data"]["tokenizer"]
+    if tok["max_length"] is None:
+        if not text or "max_length" not in text:
+            raise ConfigError("config key 'data.tokenizer.max_length' must be set: no text tower fixes it")
+        tok["max_length"] = text["max_length"]
+    elif text and "max_length" in text and tok["max_length"] > text["max_length"]:
+        raise ConfigError(
+            f"config key 'data.tokenizer.max_length' ({tok['max_length']}) exceeds 'model.text.max_length' "
+            f"({text['max_length']}), the text tower's position table"
+        )
+    if not text or "vocab_size" not in text:
+        return
+    from mmjax.data import tokenizer_from_config
+
+    try:
+        ids = tokenizer_from_config(tok).vocab_size
+    except (ValueError, OSError) as e:
+        raise ConfigError(f"config key 'data.tokenizer': {e}") from None
+    if not stated(raw, "model.text.vocab_size"):
+        text["vocab_size"] = ids
+    elif text["vocab_size"] < ids:
+        raise ConfigError(
+            f"config key 'model.text.vocab_size' ({text['vocab_size']}) is smaller than the {ids} ids of the "
+            f"tokenizer 'data.tokenizer' describes (kind {tok['kind']!r}): higher ids would have no embedding"
+        )

@@ -1,0 +1,163 @@
+"""Config files, command-line overrides and sweeps -> one resolved `ConfigDict`.
+
+A config file is a Python file with `get_config(arg: str | None)` returning the keys that differ from the schema
+(a ConfigDict or dict); `file.py:tiny` passes "tiny" as `arg`. It may also define `get_sweep(arg) -> list[dict]`
+(see `expand_sweep`). Overrides `--config.a.b=v` may set any key of the resolved config: a tower's fields, an
+evaluator's keys, a new evaluator (`--config.evals.zs.type=zeroshot`), a whole group as a dict literal.
+"""
+
+from __future__ import annotations
+
+import ast
+import copy
+import importlib.util
+import itertools
+import pathlib
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import ml_collections
+
+from mmjax.config.derive import derive
+from mmjax.config.errors import ConfigError
+from mmjax.config.resolve import Text, all_keys, resolve, unknown_key
+
+
+def _load_module(path: str):
+    file = pathlib.Path(path)
+    if not file.is_file():
+        raise ConfigError(f"config file {path!r} does not exist")
+    spec = importlib.util.spec_from_file_location(f"mmjax_config_{file.stem}", file)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if not hasattr(module, "get_config"):
+        raise ConfigError(f"config file {path!r} defines no get_config(arg)")
+    return module
+
+
+def split_spec(spec: str) -> tuple[str, str | None]:
+    """'configs/clip_shapes.py:tiny' -> ('configs/clip_shapes.py', 'tiny')."""
+    path, sep, arg = spec.partition(":")
+    return path, (arg if sep else None)
+
+
+def stated_keys(spec: str) -> dict:
+    """What the file `spec` states: its get_config(arg) as a plain nested dict."""
+    path, arg = split_spec(spec)
+    try:
+        stated = _load_module(path).get_config(arg)
+    except ValueError as e:  # a config file's own argument checks (parse_arg) raise ValueError
+        if isinstance(e, ConfigError):
+            raise
+        raise ConfigError(f"{spec}: {e}") from None
+    if isinstance(stated, ml_collections.ConfigDict):
+        stated = stated.to_dict()
+    if not isinstance(stated, Mapping):
+        raise ConfigError(f"{path}: get_config must return a ConfigDict or dict, got {type(stated).__name__}")
+    return {**copy.deepcopy(dict(stated)), "config_spec": spec}
+
+
+def load_config(
+    spec: str, overrides: Sequence[str] = (), values: Mapping[str, Any] | None = None
+) -> ml_collections.ConfigDict:
+    """Load `path.py[:arg]`, apply `overrides` ("a.b=v" or "--config.a.b=v", parsed to each key's type) and
+    `values` ({"a.b": v}, as is: sweep points), resolve onto the schema and derive the dependent sizes."""
+    return make_config(stated_keys(spec), overrides, values)
+
+
+def make_config(
+    stated: Mapping, overrides: Sequence[str] = (), values: Mapping[str, Any] | None = None
+) -> ml_collections.ConfigDict:
+    """The resolved config for `stated` keys (as a config file would return them) plus overrides."""
+    raw = copy.deepcopy(dict(stated))
+    for key, value in [*parse_overrides(overrides), *(values or {}).items()]:
+        set_stated(raw, key, value)
+    return ml_collections.ConfigDict(derive(resolve(raw), raw))
+
+
+def parse_overrides(overrides: Sequence[str]) -> list[tuple[str, Text]]:
+    out = []
+    for item in overrides:
+        text = item[len("--config.") :] if item.startswith("--config.") else item
+        key, sep, value = text.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override {item!r} must look like --config.key=value")
+        out.append((key.strip(), Text(value)))
+    return out
+
+
+def set_stated(raw: dict, key: str, value: Any) -> None:
+    """State `key` = `value` in `raw`; the key must exist in the config `raw` resolves to (so typos fail), except
+    under `evals`, whose entries are named by the user. A Text value is parsed to the type of the current one."""
+    resolved = resolve(raw)
+    parts = key.split(".")
+    node: Any = resolved
+    new_entry = parts[0] == "evals" and len(parts) > 2 and parts[1] not in resolved["evals"]
+    for i, part in enumerate(parts):
+        if new_entry and i >= 2:
+            node = None
+            break
+        if not isinstance(node, Mapping) or part not in node:
+            if isinstance(node, Mapping) or i == 0:
+                raise unknown_key(key, all_keys(resolved))
+            raise ConfigError(f"config key {'.'.join(parts[:i])!r} is a value, not a group; cannot set {key!r}")
+        node = node[part]
+    if isinstance(value, Text) and (isinstance(node, Mapping) or node is None):
+        try:
+            literal = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            literal = value
+        if isinstance(literal, Mapping):
+            value = dict(literal)  # a whole group replaced by a dict literal
+        elif isinstance(node, Mapping):
+            raise ConfigError(f"config key {key!r} is a group; set one of its keys instead, or give a dict")
+    if parts[0] == "evals" and "evals" not in raw:
+        raw["evals"] = copy.deepcopy(resolved["evals"])  # overriding the task's default evaluators: state them
+    target = raw
+    for part in parts[:-1]:
+        if not isinstance(target.get(part), dict):
+            target[part] = dict(target[part]) if isinstance(target.get(part), Mapping) else {}
+        target = target[part]
+    target[parts[-1]] = value
+
+
+def load_sweep(spec: str) -> list[dict[str, Any]]:
+    """The points of the sweep a config file declares with `get_sweep(arg)`; [{}] when it declares none."""
+    path, arg = split_spec(spec)
+    module = _load_module(path)
+    if not hasattr(module, "get_sweep"):
+        return [{}]
+    return expand_sweep(module.get_sweep(arg)) or [{}]
+
+
+def expand_sweep(blocks: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Sweep declarations -> a list of {key: value} override dicts.
+
+    Each block is {"product": {key: [values]}} (every combination) or {"zip": {key: [values]}} (the i-th values
+    together; lists of equal length). The sweep is the product of its blocks, in order:
+        [{"product": {"model.fusion": ["early", "late"]}}, {"zip": {"optim.lr": [1e-3, 3e-4], "seed": [0, 1]}}]
+    gives 2 x 2 = 4 points.
+    """
+    points: list[dict[str, Any]] = [{}]
+    for block in blocks:
+        if set(block) not in ({"product"}, {"zip"}):
+            raise ConfigError(f"a sweep block must be {{'product': ...}} or {{'zip': ...}}, got keys {sorted(block)}")
+        kind, lists = next(iter(block.items()))
+        keys = list(lists)
+        if kind == "product":
+            combos = [dict(zip(keys, vals)) for vals in itertools.product(*(lists[k] for k in keys))]
+        else:
+            lengths = {k: len(lists[k]) for k in keys}
+            if len(set(lengths.values())) > 1:
+                raise ConfigError(f"zip sweep lists must have equal lengths, got {lengths}")
+            combos = [dict(zip(keys, vals)) for vals in zip(*(lists[k] for k in keys))]
+        points = [{**p, **c} for p in points for c in combos]
+    return points
+
+
+def point_name(point: Mapping[str, Any]) -> str:
+    """A directory-safe name for a sweep point: {'model.fusion': 'late', 'seed': 1} -> 'fusion=late,seed=1'."""
+    if not point:
+        return "default"
+    parts = [f"{k.rsplit('.', 1)[-1]}={v['name'] if isinstance(v, Mapping) else v}" for k, v in point.items()]
+    return ",".join(parts).replace("/", "_").replace(" ", "")

@@ -1,0 +1,213 @@
+"""Evaluators as a layer (big_vision's `config.evals`): each named entry has a type, a split and a schedule.
+
+    evals = {
+        "retrieval": {"split": "test", "every": 500},                           # type = the entry's name
+        "compositional": {"type": "zeroshot", "split": "compositional", "every": 0, "at_end": True},
+    }
+
+An evaluator asks the task for a per-example predict function; `predict_split` (one loop for every evaluator)
+runs it jitted over the split's ordered pipeline, gathers it to the host, keeps the real rows of the padded last
+batch and concatenates; `mmjax.eval` turns the arrays into numbers. Metric names are the evaluator's, prefixed with
+`prefix/` when the entry has one (by default its name when that differs from its type).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any, ClassVar
+
+import jax
+import ml_collections
+import numpy as np
+
+from mmjax import data as mmdata
+from mmjax import eval as mmeval
+from mmjax.train.inputs import data_config
+from mmjax.train.tasks import Task, to_host
+
+
+def predict_split(fn: Callable, params, batches: Iterable[dict]) -> dict[str, np.ndarray]:
+    """fn(params, batch) -> {name: per-example array [B, ...]} over every batch; only real examples are kept."""
+    jitted = jax.jit(fn)
+    chunks: list[dict[str, np.ndarray]] = []
+    for batch in batches:
+        out, real = to_host((jitted(params, batch), batch["example_mask"]))
+        chunks.append({k: v[real.astype(bool)] for k, v in out.items()})
+    if not chunks:
+        shapes = jax.eval_shape(fn, params, {})  # pragma: no cover - an empty split has no batch to shape by
+        return {k: np.zeros((0, *v.shape[1:]), v.dtype) for k, v in shapes.items()}
+    return {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
+
+
+class Evaluator:
+    """One `config.evals` entry. Subclasses declare KEYS (their own config keys), DATA (what their split's pipeline
+    needs, e.g. all captions) and define `predict(params, batch)` and `metrics(outputs)`."""
+
+    KEYS: ClassVar[dict] = {}
+    DATA: ClassVar[dict] = {}
+
+    def __init__(self, name: str, cfg: ml_collections.ConfigDict, task: Task):
+        self.name, self.cfg, self.task = name, cfg, task
+
+    def batches(self, mesh, split: str | None = None):
+        cfg = data_config(self.task.config, batch_size=self.cfg.batch_size, **self.DATA)
+        return mmdata.build_pipeline(cfg, split or self.cfg.split, train=False, mesh=mesh)
+
+    def predict(self, params, batch) -> dict:
+        raise NotImplementedError
+
+    def metrics(self, outputs: dict[str, np.ndarray]) -> dict[str, float]:
+        raise NotImplementedError
+
+    def run(self, params, mesh, split: str | None = None) -> dict[str, float]:
+        """The metrics on the evaluator's split (or `split`), named with the entry's prefix."""
+        metrics = self.metrics(predict_split(self.predict, params, self.batches(mesh, split)))
+        prefix = "/".join(p for p in (split if split and split != self.cfg.split else "", self.cfg.prefix) if p)
+        return {f"{prefix}/{k}" if prefix else k: v for k, v in metrics.items()}
+
+    def due(self, step: int, total: int) -> bool:
+        """Whether it runs after `step` of a run of `total` steps."""
+        if step == total:
+            return bool(self.cfg.at_end)
+        return self.cfg.every > 0 and step % self.cfg.every == 0
+
+
+class Retrieval(Evaluator):
+    """Text-to-image and image-to-text recall@{1,5,10} over every caption of the split's images."""
+
+    DATA = {"captions": "all"}
+
+    def predict(self, params, batch):
+        ids, mask = batch["input_ids"], batch["attention_mask"]
+        b, k, t = ids.shape
+        text = self.task.encode_text(params, ids.reshape(b * k, t), mask.reshape(b * k, t)).reshape(b, k, -1)
+        image = self.task.encode_image(params, batch["image"])
+        return {"image": image, "text": text, "caption_mask": batch["caption_mask"]}
+
+    def metrics(self, out):
+        real = out["caption_mask"].astype(bool)
+        text_to_image = np.repeat(np.arange(len(out["image"])), real.sum(1))
+        return mmeval.retrieval_metrics(out["image"], out["text"][real], text_to_image)
+
+
+class ZeroShot(Evaluator):
+    """Every image against one prompt-averaged text embedding per class (the CLIP recipe); classes in
+    data.holdout_labels are reported apart ("zeroshot/heldout/...", "zeroshot/seen/...")."""
+
+    KEYS = {
+        "templates": (mmeval.DEFAULT_TEMPLATES, "prompt templates with one '{}' for the class name"),
+        "classes": (None, "class names (index = label); None: the dataset's"),
+    }
+
+    def predict(self, params, batch):
+        return {"image": self.task.encode_image(params, batch["image"]), "label": batch["label"]}
+
+    def run(self, params, mesh, split: str | None = None):
+        classes = tuple(self.cfg.classes or self.task.info.classes)
+        if not classes:
+            raise ValueError(f"evals.{self.name}.classes: the dataset records no class names; set them")
+        tokenize = self.task.tokenizer
+        encode = jax.jit(self.task.encode_text)
+
+        def encode_text(texts):
+            tokens = tokenize(texts)
+            return encode(params, tokens["input_ids"], tokens["attention_mask"])
+
+        self.prompts = mmeval.encode_class_prompts(encode_text, classes, tuple(self.cfg.templates), batch_size=256)
+        self.classes = classes
+        return super().run(params, mesh, split)
+
+    def metrics(self, out):
+        labels, classes = out["label"], self.classes
+        if labels.min(initial=0) < 0 or labels.max(initial=0) >= len(classes):
+            raise ValueError(f"evals.{self.name}: labels outside [0, {len(classes)}) (the class names)")
+        heldout = sorted(int(v) for v in self.task.config.data.holdout_labels)
+        subsets = {"heldout": heldout, "seen": [c for c in range(len(classes)) if c not in heldout]} if heldout else {}
+        return mmeval.zeroshot_metrics(
+            out["image"], self.prompts, labels, subsets=subsets, class_names=classes, per_class=True
+        )
+
+
+class VQA(Evaluator):
+    """VQA accuracy (soft scores) overall and per question type."""
+
+    def predict(self, params, batch):
+        return {"score": self.task.predict_scores(params, batch), "group": batch["question_type"]}
+
+    def metrics(self, out):
+        scores = out["score"]
+        result = {"vqa/accuracy": float(np.mean(scores)) if len(scores) else 0.0}
+        types = list(self.task.info.question_types) or None
+        result.update(mmeval.accuracy_by_type(scores, out["group"], types, prefix="vqa"))
+        return result
+
+
+class Classification(Evaluator):
+    """Accuracy of the arg-max class."""
+
+    def predict(self, params, batch):
+        return {"score": self.task.predict_scores(params, batch)}
+
+    def metrics(self, out):
+        return {"classification/accuracy": float(np.mean(out["score"])) if len(out["score"]) else 0.0}
+
+
+class Captioning(Evaluator):
+    """Greedy captions against every reference caption: BLEU-4 and CIDEr-D."""
+
+    DATA = {"captions": "all"}
+
+    def predict(self, params, batch):
+        return {
+            "tokens": self.task.generate(params, batch["image"]),
+            "references": batch["input_ids"],
+            "caption_mask": batch["caption_mask"],
+        }
+
+    def metrics(self, out):
+        text = self.task.text
+        predictions = [text(t) for t in out["tokens"]]
+        references = [
+            [text(ids) for ids, real in zip(refs, mask) if real] for refs, mask in zip(out["references"], out["caption_mask"])
+        ]
+        return mmeval.captioning_metrics(predictions, references)
+
+
+class Pretrain(Evaluator):
+    """Masked-token loss and accuracy over every masked token of the split, pair loss and accuracy over every
+    example (each example weighs the same, whichever batch it is in)."""
+
+    def predict(self, params, batch):
+        return self.task.predict_pretrain(params, batch)
+
+    def metrics(self, out):
+        tokens = max(int(out["mlm_count"].sum()), 1)
+        examples = max(len(out["itm_loss"]), 1)
+        return {
+            "pretrain/mlm_loss": float(out["mlm_loss"].sum() / tokens),
+            "pretrain/mlm_accuracy": float(out["mlm_hits"].sum() / tokens),
+            "pretrain/itm_loss": float(out["itm_loss"].sum() / examples),
+            "pretrain/itm_accuracy": float(out["itm_hits"].sum() / examples),
+        }
+
+
+EVALUATORS: dict[str, type[Evaluator]] = {
+    "retrieval": Retrieval,
+    "zeroshot": ZeroShot,
+    "vqa": VQA,
+    "classification": Classification,
+    "captioning": Captioning,
+    "pretrain": Pretrain,
+}
+
+
+def build_evaluators(config: ml_collections.ConfigDict, task: Task) -> dict[str, Evaluator]:
+    """The evaluators `config.evals` names, in order (the schema has checked their types)."""
+    return {name: EVALUATORS[cfg.type](name, cfg, task) for name, cfg in config.evals.items()}
+
+
+def run_evaluators(evaluators: Iterable[Evaluator], params, mesh, split: str | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for evaluator in evaluators:
+        out.update(evaluator.run(params, mesh, split))
+    return out

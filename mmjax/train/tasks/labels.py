@@ -1,0 +1,217 @@
+"""VQA and classification over fused modalities: an image and a text in, one label (or soft answer scores) out.
+
+config.model.kind picks the model from `MODEL_KINDS`:
+  visualbert  VisualBERT (single stream). model.text is a Bert tower; model.visual is 'grid' (model.image's
+              tokens become visual tokens, trained end to end) or 'regions' (detector-style: each object box
+              of the dataset resampled by `crop_regions`, plus a box embedding; needs data.max_regions > 0).
+  fusion      Classifier(towers {image, text}, fusion = model.fusion {name, ...fields}, head model.head).
+              With model.visual='regions' the image tower is a `regions` tower (encoders.RegionEncoder) fed
+              the same cropped regions and boxes as VisualBERT's region mode.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mmjax import losses
+from mmjax.config.errors import ConfigError
+from mmjax.config.schema import Named
+from mmjax.encoders import RegionEmbeddings
+from mmjax.encoders.regions import crop_regions
+from mmjax.fusion import build_fusion
+from mmjax.models import Classifier, VisualBertForQuestionAnswering, VisualBertModel
+from mmjax.models.heads import HEADS
+from mmjax.train.tasks.base import IMAGE_TOWER, Task, tower_from_config
+
+
+def _visualbert(task: _LabelTask, cfg) -> nn.Module:
+    bert = tower_from_config(cfg.text, task.dtype)
+    grid = cfg.visual == "grid"
+    visual = RegionEmbeddings(
+        width=bert.width,
+        feature_dim=None if grid else cfg.region_size**2 * 3,
+        max_length=bert.max_length,
+        type_vocab_size=bert.type_vocab_size,
+        use_boxes=not grid,
+        box_frequencies=cfg.box_frequencies,
+        image_tower=tower_from_config(cfg.image, task.dtype) if grid else None,
+        dtype=task.dtype,
+    )
+    return VisualBertForQuestionAnswering(VisualBertModel(bert, visual), num_labels=task.num_outputs())
+
+
+def _visualbert_inputs(text: dict, visual: dict) -> tuple[tuple, dict]:
+    return (), {**text, **visual}
+
+
+def _fusion(task: _LabelTask, cfg) -> nn.Module:
+    fusion = cfg.fusion.to_dict()
+    return Classifier(
+        towers={"image": tower_from_config(cfg.image, task.dtype), "text": tower_from_config(cfg.text, task.dtype)},
+        fusion=build_fusion(fusion.pop("name"), dtype=task.dtype, **fusion),
+        num_classes=task.num_outputs(),
+        head=cfg.head,
+    )
+
+
+def _fusion_inputs(text: dict, visual: dict) -> tuple[tuple, dict]:
+    image = visual.get("pixel_values", visual)  # a grid tower takes the pixels, a region tower the dict
+    return ({"image": image, "text": (text["input_ids"], text["attention_mask"])},), {}
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelKind:
+    build: Callable  # (task, config.model) -> module
+    inputs: Callable  # (text inputs, visual inputs) -> the module's (args, kwargs)
+
+
+MODEL_KINDS = {"visualbert": ModelKind(_visualbert, _visualbert_inputs), "fusion": ModelKind(_fusion, _fusion_inputs)}
+
+
+class _LabelTask(Task):
+    """Shared by VQA and classification: model building, inputs, loss; subclasses name the targets."""
+
+    MODEL_KEYS = {
+        "kind": ("visualbert", "the model: visualbert (single stream) or fusion (towers + a fusion)", tuple(MODEL_KINDS)),
+        "visual": ("grid", "visual tokens: grid (image tower tokens) or regions (object boxes)", ("grid", "regions")),
+        "region_size": (8, "regions: pixels per side each box is resampled to"),
+        "box_frequencies": (0, "visualbert regions: sinusoid octaves of the box coordinates (0: none)"),
+        "loss": ("softmax", "softmax (one right answer) or bce (VQA soft scores)", ("softmax", "bce")),
+        "head": ("classification", "fusion: the head on the fused tokens", tuple(HEADS)),
+        "image": IMAGE_TOWER,
+        "text": Named("tower", "bert", "the text tower (a bert tower for visualbert)"),
+        "fusion": Named("fusion", None, "fusion: {name, ...fields of that fusion module}"),
+    }
+
+    @classmethod
+    def validate_config(cls, config) -> None:
+        cfg = config.model
+        if cfg.kind == "fusion" and cfg.fusion is None:
+            raise ConfigError("config key 'model.fusion' is required with model.kind='fusion' (e.g. {'name': 'early'})")
+        if cfg.kind == "fusion" and (cfg.visual == "regions") != (cfg.image.name == "regions"):
+            raise ConfigError(
+                f"config key 'model.image.name' is {cfg.image.name!r} but 'model.visual' is {cfg.visual!r}: region "
+                "inputs need the 'regions' tower, and the 'regions' tower needs model.visual='regions'"
+            )
+        if cfg.visual == "regions" and config.data.max_regions <= 0:
+            raise ConfigError("config key 'data.max_regions' must be > 0 with model.visual='regions' (boxes per image)")
+
+    def num_outputs(self) -> int:
+        raise NotImplementedError
+
+    def build_model(self, cfg) -> nn.Module:
+        return MODEL_KINDS[cfg.kind].build(self, cfg)
+
+    def init_batch(self) -> dict[str, np.ndarray]:
+        batch = super().init_batch()
+        regions = self.config.data.max_regions
+        if regions:
+            batch["boxes"] = np.tile(np.array([0.0, 0.0, 1.0, 1.0], np.float32), (1, regions, 1))
+            batch["box_mask"] = np.ones((1, regions), np.int32)
+        return batch
+
+    def model_inputs(self, batch) -> tuple[tuple, dict]:
+        """The model's (args, kwargs) for a batch: one place for init and apply."""
+        text = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+        visual = {"pixel_values": batch["image"]} if self.config.model.visual == "grid" else self.regions(batch)
+        return MODEL_KINDS[self.config.model.kind].inputs(text, visual)
+
+    def regions(self, batch) -> dict:
+        """Detector-style region inputs: each box of the batch cropped to model.region_size pixels, plus boxes."""
+        return {
+            "visual_embeds": crop_regions(batch["image"], batch["boxes"], self.config.model.region_size),
+            "visual_attention_mask": batch["box_mask"],
+            "boxes": batch["boxes"],
+        }
+
+    def init(self, rng, batch):
+        args, kwargs = self.model_inputs(batch)
+        return self.model.init(rng, *args, **kwargs)["params"]
+
+    def logits(self, params, batch, *, train: bool = False, rng=None):
+        args, kwargs = self.model_inputs(batch)
+        rngs = {"dropout": rng} if rng is not None else {}
+        return self.model.apply({"params": params}, *args, **kwargs, train=train, rngs=rngs)["logits"]
+
+    def loss(self, params, batch, rng):
+        logits = self.logits(params, batch, train=True, rng=rng)
+        targets = self.targets(batch)
+        if self.config.model.loss == "bce":
+            loss, metrics = losses.soft_sigmoid_cross_entropy(logits, targets)
+        else:
+            loss, metrics = losses.masked_cross_entropy(logits, jnp.argmax(targets, -1))
+        return loss, {**metrics, "accuracy": jnp.mean(self.scores(logits, targets))}
+
+    def scores(self, logits, targets):
+        """Per-example credit of the arg-max prediction: its soft target (VQA accuracy), 0/1 for one-hot."""
+        return jnp.take_along_axis(targets, jnp.argmax(logits, -1)[:, None], axis=-1)[:, 0]
+
+    def predict_scores(self, params, batch):
+        """Per-example credit [B] of the model's answer (the eval predict function)."""
+        return self.scores(self.logits(params, batch), self.targets(batch))
+
+    def targets(self, batch):
+        raise NotImplementedError
+
+
+class VQATask(_LabelTask):
+    """Visual question answering over the dataset's answer vocabulary; accuracy overall and per question type.
+
+    Targets are the soft answer scores the pipeline provides (`answer_scores`, min(#annotators / 3, 1) for
+    multi-annotator sets, one-hot for single-answer sets), so accuracy is the standard VQA accuracy.
+    """
+
+    DATA_TASK = "vqa"
+    EVALUATORS = ("vqa",)
+    DEFAULT_EVALS = {"vqa": {"type": "vqa"}}
+
+    def __init__(self, config, info):
+        if not info.answers:
+            raise ConfigError("config key 'data.answers' must be set: the dataset records no answer vocabulary")
+        super().__init__(config, info)
+
+    def num_outputs(self) -> int:
+        return len(self.info.answers)
+
+    def targets(self, batch):
+        return batch["answer_scores"].astype(jnp.float32)
+
+    def step_batch(self, batch_size):
+        batch = super().step_batch(batch_size)
+        scores = np.zeros((batch_size, self.num_outputs()), np.float32)
+        scores[:, 0] = 1.0
+        return {**batch, "answer_scores": scores, "question_type": np.zeros((batch_size,), np.int32)}
+
+
+class ClassificationTask(_LabelTask):
+    """One label per (image, text) pair, read from the batch key model.label_key (e.g. 'answer' classifies VQA
+    records); model.num_classes outputs; cross-entropy; accuracy."""
+
+    MODEL_KEYS = {
+        **_LabelTask.MODEL_KEYS,
+        "num_classes": (None, "(required) number of classes"),
+        "label_key": ("label", "the batch key holding the class id (e.g. 'answer' on VQA records)"),
+    }
+    EVALUATORS = ("classification",)
+    DEFAULT_EVALS = {"classification": {"type": "classification"}}
+
+    @classmethod
+    def validate_config(cls, config) -> None:
+        super().validate_config(config)
+        if not isinstance(config.model.num_classes, int) or config.model.num_classes < 2:
+            raise ConfigError(f"config key 'model.num_classes' must be an int >= 2, got {config.model.num_classes!r}")
+
+    def num_outputs(self) -> int:
+        return int(self.config.model.num_classes)
+
+    def targets(self, batch):
+        return jax.nn.one_hot(batch[self.config.model.label_key], self.num_outputs())
+
+    def step_batch(self, batch_size):
+        return {**super().step_batch(batch_size), self.config.model.label_key: np.zeros(batch_size, np.int32)}
