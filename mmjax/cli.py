@@ -4,7 +4,7 @@ mmjax train --config configs/clip_shapes.py[:variant] --workdir runs/x [--config
 mmjax eval  --config F --workdir D [--split test]
 mmjax sweep --config F --workdir D [--dry_run]          # points declared by get_sweep() in F
 mmjax bench --config F [--steps 20]                      # steady-state step time etc., as JSON
-mmjax convert --from hf --path DIR --to DIR2             # Hugging Face dir -> load -> save (validates)
+mmjax convert --path DIR --to DIR2                       # Hugging Face dir -> load -> save (validates)
 """
 
 from __future__ import annotations
