@@ -2,11 +2,10 @@
 
 import os
 
-# The tests are compile-bound (tiny shapes, a few steps each): XLA's CPU optimization passes cost 3-4x more time
-# than they save (test_scan_and_remat_compute_the_same_function: 54 s -> 11 s). The oracle comparisons pass unchanged.
-FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false"
+from fast_xla import FAST_XLA_FLAGS  # tests/fast_xla.py: fast compiles (see there)
+
 os.environ["XLA_FLAGS"] = (
-    os.environ.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count=8 {FAST_COMPILE}"
+    os.environ.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count=8 {FAST_XLA_FLAGS}"
 ).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # No test may reach a model hub: everything they load is made locally or shipped by a package.

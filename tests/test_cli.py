@@ -1,6 +1,7 @@
 """The `mmjax` command line: config errors exit 2 with one line; `sweep --dry_run` lists the points."""
 
 import pathlib
+import re
 import subprocess
 import sys
 import textwrap
@@ -66,3 +67,14 @@ def test_sweep_with_a_bad_key_fails_before_training(tmp_path, capsys):
     )
     assert cli.main(["sweep", "--config", f"{spec}:tiny", "--workdir", str(tmp_path / "runs"), "--dry_run"]) == 2
     assert "did you mean 'optim.lr'?" in capsys.readouterr().err
+
+
+def test_every_usage_line_of_the_module_docstring_parses():
+    """cli.py's docstring is the usage summary people copy from: each line, its [optional] parts included, must
+    be accepted by the real parser (anything left over may only be --config.key=value overrides)."""
+    lines = [line.split("#")[0] for line in cli.__doc__.splitlines() if line.startswith("mmjax ")]
+    assert {line.split()[1] for line in lines} == {"train", "eval", "sweep", "bench", "convert"}
+    for line in lines:
+        argv = re.sub(r"\[(.*?)\]", r"\1", line).replace("...", "").split()[1:]
+        known, extra = cli._parser().parse_known_args(argv)
+        assert known.command == argv[0] and all(e.startswith("--config.") for e in extra), (line, extra)

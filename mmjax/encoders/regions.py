@@ -266,7 +266,7 @@ class RegionEncoder(nn.Module):
         )(visual_embeds, visual_attention_mask, boxes=boxes, train=train)
         x = nn.Dropout(self.dropout_rate)(enc.tokens, deterministic=not train)
         if self.depth:
-            x = encoder_like(self, pre_norm=True, name="encoder")(x, padding_mask(None, enc.mask), not train)
+            x = encoder_like(self, pre_norm=True, name="encoder")(x, padding_mask(enc.mask), not train)
             x = layer_norm(self.layer_norm_eps, name="ln_final", **kw)(x)
         return Encoded(tokens=x, mask=enc.mask, pooled=masked_mean(x, enc.mask))
 

@@ -98,7 +98,7 @@ class TextTransformer(nn.Module):
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         x = TokenEmbed(self.vocab_size, self.width, name="token_embed", **kw)(input_ids)
         x = PositionEmbed(self.max_length, 0.01, name="pos_embed", **kw)(x)
-        attn_mask = padding_mask(None, mask)
+        attn_mask = padding_mask(mask)
         if self.causal:
             attn_mask = combine_masks(attn_mask, causal_mask(input_ids.shape[1]))
         x = encoder_like(self, pre_norm=True, name="encoder")(x, attn_mask, not train)
@@ -192,7 +192,7 @@ class Bert(nn.Module):
 
     def encode_embeddings(self, x, mask, *, train: bool = False) -> Encoded:
         """Run the transformer and pooling on already-embedded tokens [B, T, D] with a [B, T] bool mask."""
-        x = self.encoder(x, padding_mask(None, mask), not train)
+        x = self.encoder(x, padding_mask(mask), not train)
         return Encoded(tokens=x, mask=mask, pooled=self.pool_tokens(x, mask))
 
     def pool_tokens(self, x, mask):

@@ -137,4 +137,4 @@ def split(x: jax.Array, names, lengths: dict) -> dict:
 
 def self_mask(mask: jax.Array) -> jax.Array:
     """[B, T] validity -> [B, 1, 1, T] key mask for self-attention."""
-    return padding_mask(None, mask)
+    return padding_mask(mask)

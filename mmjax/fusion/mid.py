@@ -67,7 +67,7 @@ class CoAttentionBlock(nn.Module):
                 implementation=self.attention_impl,
                 name=f"cross_{m}",
                 **kw,
-            )(q, kv, mask=padding_mask(None, context_mask), deterministic=deterministic)
+            )(q, kv, mask=padding_mask(context_mask), deterministic=deterministic)
             x = streams[m] + nn.Dropout(self.dropout_rate)(attn, deterministic=deterministic)
             out[m] = Block(
                 self.num_heads,

@@ -16,13 +16,13 @@ Dtype = jnp.dtype | type
 Initializer = Callable[..., jax.Array]
 
 
-def padding_mask(q_mask: jax.Array | None, kv_mask: jax.Array | None) -> jax.Array | None:
-    """[B, Tq] and [B, Tk] validity masks -> [B, 1, Tq, Tk] bool attention mask (None if both are None).
+def padding_mask(kv_mask: jax.Array | None) -> jax.Array | None:
+    """[B, Tk] key validity mask -> [B, 1, 1, Tk] bool attention mask, broadcast over queries (None if None).
 
-    Only keys are masked; a padded query still attends to the real keys so its output stays finite. Padded
-    positions are excluded downstream (pooling, losses), never used as real tokens.
+    Queries are deliberately not masked: a padded query row with every key masked would get a uniform (XLA) or
+    NaN/zero (fused kernels) softmax, while attending to the real keys keeps it finite. Padded positions are
+    excluded downstream (pooling, losses), never used as real tokens.
     """
-    del q_mask
     if kv_mask is None:
         return None
     return kv_mask.astype(bool)[:, None, None, :]

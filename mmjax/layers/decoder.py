@@ -162,8 +162,8 @@ class Decoder(nn.Module):
     def __call__(self, x, memory, mask=None, memory_mask=None, *, index=None, deterministic: bool = True):
         self_mask = None
         if index is None:
-            self_mask = combine_masks(padding_mask(None, mask), causal_mask(x.shape[1]))
-        cross_mask = padding_mask(None, memory_mask)
+            self_mask = combine_masks(padding_mask(mask), causal_mask(x.shape[1]))
+        cross_mask = padding_mask(memory_mask)
         for i in range(self.num_layers):
             x = DecoderBlock(
                 self.num_heads,

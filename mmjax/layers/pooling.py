@@ -34,7 +34,7 @@ class MAPHead(nn.Module):
             self.param_dtype,
         )
         probe = jnp.tile(jnp.asarray(probe, self.dtype), (b, 1, 1))
-        attn_mask = padding_mask(None, mask)
+        attn_mask = padding_mask(mask)
         x = MultiHeadAttention(self.num_heads, name="attn", **kw)(probe, x, mask=attn_mask)
         y = layer_norm(self.layer_norm_eps, name="ln", **kw)(x)
         x = x + Mlp(self.mlp_dim or 4 * d, name="mlp", **kw)(y)

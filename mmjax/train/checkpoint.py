@@ -7,7 +7,6 @@ finalization), so a run killed mid-save leaves a temporary directory that `lates
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
@@ -76,10 +75,6 @@ class Checkpointer:
             raise FileNotFoundError(f"no complete checkpoint in {self.directory}")
         restored = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
         return restored["state"]["params"]
-
-    def saved_config(self, step: int) -> dict:
-        path = epath.Path(self.directory) / str(step) / "config" / "metadata"
-        return json.loads(path.read_text()) if path.exists() else {}
 
     def wait(self) -> None:
         self.manager.wait_until_finished()

@@ -10,10 +10,8 @@ import os
 import sys
 import tempfile
 import time
-from typing import Any
 
 import jax
-import numpy as np
 from etils import epath
 
 logger = logging.getLogger(__name__)
@@ -52,14 +50,6 @@ def compiled_flops(compiled) -> float | None:
         analysis = analysis[0] if analysis else {}
     flops = (analysis or {}).get("flops")
     return float(flops) if flops and flops > 0 else None
-
-
-def to_python(metrics: dict[str, Any]) -> dict[str, float]:
-    out = {}
-    for k, v in metrics.items():
-        v = np.asarray(v)
-        out[k] = float(v) if v.ndim == 0 else float(v.mean())
-    return out
 
 
 class MetricWriter:

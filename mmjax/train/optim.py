@@ -48,10 +48,6 @@ def make_schedule(cfg, total_steps: int) -> Callable[[jax.Array], jax.Array]:
     return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), main], [warmup])
 
 
-def param_paths(params) -> dict[tuple, str]:
-    return {k: "/".join(str(p) for p in k) for k in traverse_util.flatten_dict(params)}
-
-
 def match_rules(params, rules: Sequence[tuple[str, dict]]) -> Any:
     """-> a pytree like params whose leaves are the settings dict of the first matching rule ({} if none)."""
     compiled = []

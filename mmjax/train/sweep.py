@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import json
 import logging
-import pathlib
 import shlex
 from typing import Any
+
+from etils import epath
 
 from mmjax import config as mmconfig
 
@@ -47,17 +48,19 @@ def run_sweep(
     for name, point in points:
         config = mmconfig.load_config(spec, overrides, point)
         logger.info("sweep point %s: %s", name, point)
-        result = train(config, str(pathlib.Path(workdir) / name), devices=devices)
+        # epath, not pathlib: pathlib.Path("gs://b/x") is the local relative path "gs:/b/x"
+        result = train(config, str(epath.Path(workdir) / name), devices=devices)
         if result.pop("preempted"):  # the point saved on SIGTERM: stop here, a rerun resumes it and goes on
             logger.warning("sweep stopped by SIGTERM during point %s; rerun the same command to resume", name)
             return rows
         rows.append({"point": name, **point, **result})
-    write_table(pathlib.Path(workdir), rows)
+    write_table(workdir, rows)
     return rows
 
 
-def write_table(workdir: pathlib.Path, rows: list[dict[str, Any]]) -> str:
+def write_table(workdir: str | epath.Path, rows: list[dict[str, Any]]) -> str:
     """results.json plus a Markdown table (results.md) of the eval metrics and timing of every point."""
+    workdir = epath.Path(workdir)  # local or gs://
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "results.json").write_text(json.dumps(rows, indent=2, default=str))
     keys = (

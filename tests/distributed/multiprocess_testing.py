@@ -9,11 +9,11 @@ import socket
 import subprocess
 import sys
 
+from fast_xla import FAST_XLA_FLAGS  # tests/fast_xla.py
+
 REPO = pathlib.Path(__file__).resolve().parents[2]
 SCRIPTS = REPO / "tpu_scripts"
 TINY = f"{REPO}/configs/clip_shapes.py:tiny"
-# Compiling dominates a tiny run on a CPU; XLA:CPU's defaults cost 5-10x more to compile.
-FAST_XLA_FLAGS = "--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false"
 # One global batch holding the whole training split, read in order with no random augmentation: then every step
 # sees the same global batch (same rows, same order) however many processes read it, so a run with 2
 # processes must match a run with 1 step for step. (With more records than one batch, each process shuffles

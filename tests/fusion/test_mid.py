@@ -42,7 +42,7 @@ def test_fusion_layer_last_is_per_modality_encoders_then_late_fusion(encodings, 
                 proj = dense(16, ("embed", "mlp"), dtype=jnp.float32, param_dtype=jnp.float32)
                 x = proj.apply({"params": params[f"proj_{m}"]}, x)
             encoder = Encoder(num_layers=2, num_heads=2, mlp_dim=32, scan=scan)
-            x = encoder.apply({"params": params[f"encoder_{m}"]}, x, padding_mask(None, enc.mask))
+            x = encoder.apply({"params": params[f"encoder_{m}"]}, x, padding_mask(enc.mask))
             ln = layer_norm(1e-6, dtype=jnp.float32, param_dtype=jnp.float32, name=None)
             x = ln.apply({"params": params[f"ln_final_{m}"]}, x)
             per_modality[m] = Encoded(tokens=x, mask=enc.mask, pooled=masked_mean(x, enc.mask))

@@ -26,7 +26,7 @@ def _reference_attention(params, x, kv, mask):
 def test_self_attention_matches_reference_with_padding(heads, width):
     x = np.asarray(jax.random.normal(jax.random.key(1), (2, 6, width)))
     valid = np.array([[1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1]], bool)
-    mask = padding_mask(None, jnp.asarray(valid))
+    mask = padding_mask(jnp.asarray(valid))
     mha = MultiHeadAttention(heads)
     params = nn.meta.unbox(mha.init(jax.random.key(0), x, mask=mask)["params"])
     params = jax.tree.map(lambda a: a + 0.1 * jax.random.normal(jax.random.key(7), a.shape), params)
@@ -39,9 +39,24 @@ def test_padded_keys_do_not_change_outputs():
     x = jax.random.normal(jax.random.key(1), (1, 5, 8))
     valid = jnp.array([[1, 1, 1, 0, 0]], bool)
     v = mha.init(jax.random.key(0), x)
-    y1 = mha.apply(v, x, mask=padding_mask(None, valid))
-    y2 = mha.apply(v, x.at[:, 3:].set(100.0), mask=padding_mask(None, valid))
+    y1 = mha.apply(v, x, mask=padding_mask(valid))
+    y2 = mha.apply(v, x.at[:, 3:].set(100.0), mask=padding_mask(valid))
     np.testing.assert_allclose(y1[:, :3], y2[:, :3], atol=1e-5)
+
+
+def test_padding_mask_masks_keys_only_so_padded_query_rows_stay_finite():
+    """Only keys are masked ([B, 1, 1, Tk], broadcast over queries): a padded query row attends to the real keys
+    instead of to no key at all, which a softmax turns into uniform weights (XLA) or NaN (fused kernels)."""
+    valid = jnp.array([[1, 1, 1, 0, 0]], bool)
+    mask = padding_mask(valid)
+    assert mask.shape == (1, 1, 1, 5)
+    assert padding_mask(None) is None
+    mha = MultiHeadAttention(2, dropout_rate=0.1)
+    x = jax.random.normal(jax.random.key(1), (1, 5, 8))
+    v = mha.init(jax.random.key(0), x)
+    for deterministic in (True, False):  # the fused path and the explicit-softmax (dropout) path
+        y = mha.apply(v, x, mask=mask, deterministic=deterministic, rngs={"dropout": jax.random.key(3)})
+        assert np.isfinite(np.asarray(y)).all()
 
 
 def test_causal_mask_hides_the_future():
@@ -79,6 +94,6 @@ def test_width_not_divisible_by_heads_is_an_error():
 
 def test_combine_masks():
     assert combine_masks(None, None) is None
-    m = combine_masks(padding_mask(None, jnp.array([[1, 1, 0]], bool)), causal_mask(3))
+    m = combine_masks(padding_mask(jnp.array([[1, 1, 0]], bool)), causal_mask(3))
     assert m.shape == (1, 1, 3, 3)
     np.testing.assert_array_equal(m[0, 0], [[1, 0, 0], [1, 1, 0], [1, 1, 0]])

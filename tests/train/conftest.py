@@ -12,7 +12,8 @@ import os
 import jax
 import ml_collections
 import pytest
-from train_testing import BASELINE_PROFILE, BASELINE_STEPS, FAST_XLA_FLAGS, REPO, TINY, tiny_overrides
+from fast_xla import FAST_XLA_FLAGS
+from train_testing import BASELINE_PROFILE, BASELINE_STEPS, REPO, TINY, tiny_overrides
 
 from mmjax import config as mmconfig
 from mmjax import data as mmdata

@@ -164,6 +164,46 @@ def test_a_preempted_sweep_point_stops_the_sweep(tmp_path, monkeypatch):
     ]
 
 
+def test_a_sweep_into_a_gs_workdir_keeps_the_url_and_writes_its_table_through_epath(tmp_path, monkeypatch):
+    """pathlib.Path("gs://bucket/sweep") is the LOCAL path "gs:/bucket/sweep": each point's workdir and the results
+    table must go through epath. gs:// is redirected to tmp_path/gcs here (epath's mock backend), so no network."""
+    import importlib.util
+
+    from etils.epath import testing as epath_testing
+
+    from mmjax.train import loop, sweep
+
+    if importlib.util.find_spec("tensorflow"):  # epath then sends gs:// to tf.io.gfile, which the mock cannot reach
+        pytest.skip("TensorFlow installed: epath's mock backend does not cover gs://")
+    workdirs = []
+
+    def fake_train(config, workdir, devices=None):
+        workdirs.append(workdir)
+        return {"loss": 1.0, "params": 1, "preempted": False}
+
+    monkeypatch.setattr(loop, "train", fake_train)
+    monkeypatch.chdir(tmp_path)  # where a pathlib-made "gs:/bucket/sweep" would land
+    gcs = tmp_path / "gcs"
+    local = lambda path: str(path).replace("gs://", f"{gcs}/", 1)
+    spec = tmp_path / "seeds.py"
+    spec.write_text(
+        f"import sys\nsys.path.insert(0, {str(REPO / 'configs')!r})\nimport clip_shapes\n\n"
+        "def get_config(arg=None):\n    return clip_shapes.get_config(arg)\n\n"
+        "def get_sweep(arg=None):\n    return [{'zip': {'seed': [0, 1]}}]\n"
+    )
+    with epath_testing.mock_epath(
+        open=lambda fn, path, mode: fn(local(path), mode),
+        exists=lambda fn, path: fn(local(path)),
+        mkdir=lambda fn, path, exist_ok: fn(local(path), exist_ok=exist_ok),
+        makedirs=lambda fn, path, exist_ok: fn(local(path), exist_ok=exist_ok),
+    ):
+        rows = sweep.run_sweep(f"{spec}:tiny", "gs://bucket/sweep", [])
+    assert workdirs == ["gs://bucket/sweep/seed=0", "gs://bucket/sweep/seed=1"]
+    assert json.loads((gcs / "bucket/sweep/results.json").read_text()) == rows
+    assert "| seed=1 |" in (gcs / "bucket/sweep/results.md").read_text()
+    assert not (tmp_path / "gs:").exists()
+
+
 def test_bfloat16_compute_trains_float32_master_weights(tmp_path, data_dir):
     from mmjax import config as mmconfig
     from mmjax.train.loop import train

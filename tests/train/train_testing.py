@@ -9,8 +9,6 @@ import sys
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 TINY = f"{REPO}/configs/clip_shapes.py:tiny"
-# Compiling, not running, is most of a tiny run's time on a CPU; XLA:CPU's defaults cost 5-10x more to compile.
-FAST_XLA_FLAGS = "--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false"
 BASELINE_STEPS = 5
 BASELINE_PROFILE = (2, 3)
 
