@@ -77,7 +77,11 @@ def get_config(arg=None):
             {
                 "image": {**image, "depth": 2},
                 "text": {**text, "depth": 2, "max_length": 16, "pool": "mean"},
-                "fusion": {"name": a["fusion"], **(layers if a["fusion"] != "late" else {}), **FUSION_FIELDS[a["fusion"]]},
+                "fusion": {
+                    "name": a["fusion"],
+                    **(layers if a["fusion"] != "late" else {}),
+                    **FUSION_FIELDS[a["fusion"]],
+                },
                 # VisualBERT's VQA head (MLP, LayerNorm, answers): with a linear head on the pooled tokens, early
                 # fusion reached 0.490 in 2,000 steps, with this one 0.760 in 1,000 (experiments/README.md)
                 "head": "answer",

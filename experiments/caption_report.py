@@ -24,31 +24,26 @@ sys.path.insert(0, str(pathlib.Path(__file__).parent))
 from demo_report import _wrap  # noqa: E402
 
 from mmjax import config as mmconfig  # noqa: E402
-from mmjax.models import greedy_decode  # noqa: E402
 from mmjax.train.checkpoint import Checkpointer  # noqa: E402
+from mmjax.train.evaluate import predict_split  # noqa: E402
 from mmjax.train.loop import Setup  # noqa: E402
-from mmjax.train.task_base import to_host  # noqa: E402
 
 
 def samples(config, workdir: pathlib.Path, num: int) -> list[tuple[np.ndarray, str, list[str]]]:
     """[(image in [0, 1], generated caption, reference captions)] for the first `num` eval images."""
     setup = Setup(config)
-    task = setup.task
+    evaluator = setup.evaluators["captioning"]
     ckpt = Checkpointer(workdir / "checkpoints", async_save=False)
-    out = []
     with setup.activations():
-        variables = {"params": ckpt.restore(ckpt.latest_step(), setup.abstract_state).params}
-        for batch in task.eval_data(setup.mesh, config.eval.split, captions="all"):
-            tokens = to_host(greedy_decode(task.model, variables, batch["image"]))
-            real = to_host(batch["example_mask"]).astype(bool)
-            pixels = to_host(batch["image"])
-            ids, cmask = to_host(batch["input_ids"]), to_host(batch["caption_mask"]).astype(bool)
-            for b in np.flatnonzero(real)[: num - len(out)]:
-                refs = [task.text(ids[b, k]) for k in np.flatnonzero(cmask[b])]
-                out.append((pixels[b], task.text(tokens[b]), refs))
-            if len(out) >= num:
-                break
+        params = ckpt.restore(ckpt.latest_step(), setup.abstract_state).params
+        predict = lambda p, batch: {**evaluator.predict(p, batch), "pixels": batch["image"]}  # noqa: E731
+        out = predict_split(predict, params, evaluator.batches(setup.mesh, f"{evaluator.cfg.split}[:{num}]"))
     ckpt.close()
+    text = setup.task.text
+    out = [
+        (pixels, text(tokens), [text(ids) for ids, real in zip(refs, mask) if real])
+        for pixels, tokens, refs, mask in zip(out["pixels"], out["tokens"], out["references"], out["caption_mask"])
+    ]
     mean, std = np.asarray(config.data.mean), np.asarray(config.data.std)
     return [(np.clip(p * std + mean, 0, 1), pred, refs) for p, pred, refs in out]
 

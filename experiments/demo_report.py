@@ -12,7 +12,6 @@ import argparse
 import json
 import pathlib
 
-import jax
 import matplotlib
 
 matplotlib.use("Agg")  # files only: the demo runs on machines with no display
@@ -21,8 +20,8 @@ import numpy as np  # noqa: E402
 
 from mmjax import config as mmconfig  # noqa: E402
 from mmjax.train.checkpoint import Checkpointer  # noqa: E402
+from mmjax.train.evaluate import predict_split  # noqa: E402
 from mmjax.train.loop import Setup  # noqa: E402
-from mmjax.train.task_base import to_host, tokenizer_of  # noqa: E402
 
 
 def results_table(evals: dict) -> str:
@@ -55,28 +54,19 @@ def plot_curves(workdir: pathlib.Path) -> pathlib.Path:
 def plot_retrieval(config, workdir: pathlib.Path, num_queries: int = 6, top_k: int = 5) -> pathlib.Path:
     """Embed every test image and the first caption of a few; show each caption's top-k images."""
     setup = Setup(config)
-    task = setup.task
+    evaluator = setup.evaluators["retrieval"]
+
+    def predict(params, batch):  # the evaluator's embeddings, plus what the picture shows
+        return {**evaluator.predict(params, batch), "pixels": batch["image"], "ids": batch["input_ids"]}
+
     ckpt = Checkpointer(workdir / "checkpoints", async_save=False)
     with setup.activations():
         params = ckpt.restore(ckpt.latest_step(), setup.abstract_state).params
-        embed = jax.jit(task.embed)
-        images, pixels, captions, query_embeds, query_images = [], [], [], [], []
-        tok = tokenizer_of(config)
-        offset = 0
-        for batch in task.eval_data(setup.mesh, config.eval.split, captions="all"):
-            image, text = to_host(embed(params, batch))
-            real = to_host(batch["example_mask"]).astype(bool)
-            images.append(image[real])
-            pixels.append(to_host(batch["image"])[real])
-            if len(captions) < num_queries:
-                ids = to_host(batch["input_ids"])[real]
-                for i in range(min(num_queries - len(captions), len(ids))):
-                    captions.append(tok.decode(ids[i, 0]))
-                    query_embeds.append(text[real][i, 0])
-                    query_images.append(offset + i)
-            offset += int(real.sum())
+        out = predict_split(predict, params, evaluator.batches(setup.mesh))
     ckpt.close()
-    images, pixels = np.concatenate(images), np.concatenate(pixels)
+    images, pixels = out["image"], out["pixels"]
+    captions = [setup.task.tokenizer.decode(out["ids"][i, 0]) for i in range(num_queries)]
+    query_embeds, query_images = out["text"][:num_queries, 0], list(range(num_queries))
     mean, std = np.asarray(config.data.mean), np.asarray(config.data.std)
     pixels = np.clip(pixels * std + mean, 0, 1)
     scores = np.stack(query_embeds) @ images.T
@@ -117,7 +107,7 @@ def main():
     config = mmconfig.load_config(args.config, overrides)
     workdir = pathlib.Path(args.workdir)
     evals = json.loads((workdir / "eval.json").read_text())
-    print(f"\nResults on the {config.eval.split} split (step {evals['step']}):\n")
+    print(f"\nResults on the {config.evals.retrieval.split} split (step {evals['step']}):\n")
     print(results_table(evals))
     print(f"\nplots: {plot_curves(workdir)}  {plot_retrieval(config, workdir)}")
 

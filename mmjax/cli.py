@@ -1,7 +1,7 @@
 """`mmjax train | eval | sweep | bench | config | convert` (also `python -m mmjax ...`).
 
 mmjax train --config configs/clip_shapes.py[:variant] --workdir runs/x [--config.key=value ...]
-mmjax eval  --config F --workdir D [--evals NAME ...] [--split test] [--step N]
+mmjax eval  --config F --workdir D [--evals retrieval] [--split test] [--step 480]
 mmjax sweep --config F --workdir D [--dry_run]          # points declared by get_sweep() in F
 mmjax bench --config F [--steps 20]                      # steady-state step time etc., as JSON
 mmjax config show --config F [--docs]                    # the fully resolved config (every key, its doc)

@@ -259,9 +259,7 @@ def abstract_sharded(
     with nn.logical_axis_rules(()):
         boxed = jax.eval_shape(init_fn, *args)
     shardings = logical_to_shardings(boxed, mesh, rules)
-    abstract = jax.tree.map(
-        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), _unbox(boxed), shardings
-    )
+    abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), _unbox(boxed), shardings)
     return abstract, shardings
 
 

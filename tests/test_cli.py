@@ -6,6 +6,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 from mmjax import cli
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -73,8 +75,69 @@ def test_every_usage_line_of_the_module_docstring_parses():
     """cli.py's docstring is the usage summary people copy from: each line, its [optional] parts included, must
     be accepted by the real parser (anything left over may only be --config.key=value overrides)."""
     lines = [line.split("#")[0] for line in cli.__doc__.splitlines() if line.startswith("mmjax ")]
-    assert {line.split()[1] for line in lines} == {"train", "eval", "sweep", "bench", "convert"}
+    assert {line.split()[1] for line in lines} == {"train", "eval", "sweep", "bench", "config", "convert"}
     for line in lines:
         argv = re.sub(r"\[(.*?)\]", r"\1", line).replace("...", "").split()[1:]
         known, extra = cli._parser().parse_known_args(argv)
         assert known.command == argv[0] and all(e.startswith("--config.") for e in extra), (line, extra)
+
+
+def _write_jsonl_folder(root: pathlib.Path) -> pathlib.Path:
+    """A bring-your-own folder with only train.jsonl and val.jsonl (and the images they name)."""
+    import numpy as np
+    from PIL import Image
+
+    root.mkdir()
+    for split, n in (("train", 8), ("val", 4)):
+        lines = []
+        for i in range(n):
+            Image.fromarray(np.full((8, 8, 3), 30 * i, np.uint8)).save(root / f"{split}{i}.png")
+            lines.append(f'{{"image": "{split}{i}.png", "caption": "a picture number {i}"}}')
+        (root / f"{split}.jsonl").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def test_an_eval_split_the_folder_lacks_fails_before_training_naming_the_splits(tmp_path, capsys):
+    folder = _write_jsonl_folder(tmp_path / "mine")
+    workdir = tmp_path / "w"
+    argv = ["train", "--config", TINY, "--workdir", str(workdir), "--config.data.source=jsonl"]
+    argv += [f"--config.data.path={folder}", f"--config.data.data_dir={tmp_path / 'tfds'}"]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        "mmjax: config error: config key 'evals.retrieval.split' is 'test', a split the 'jsonl' dataset at "
+        f"{folder} does not have; its splits are ['train', 'val']"
+    ]
+    assert not (tmp_path / "tfds").exists(), "checked before preparing the dataset"
+    assert not (workdir / "metrics.jsonl").exists() and not (workdir / "checkpoints").exists()
+
+
+@pytest.mark.parametrize(
+    "override, fragment",
+    [
+        ("--config.optim.name=adamx", "'optim.name' is 'adamx'"),
+        ("--config.data.source=nope", "'data.source' is 'nope'"),
+        ("--config.task=nope", "'task' is 'nope'"),
+        ("--config.model.image={'name': 'nope'}", "'model.image.name' is 'nope'"),
+        ("--config.evals.extra.type=nope", "'evals.extra.type' is 'nope'"),
+        ("--config.evals.extra.type=vqa", "task 'contrastive' supports ['retrieval', 'zeroshot']"),
+        ("--config.evals.retrieval.split=nope", "'evals.retrieval.split' is 'nope', a split the 'shapes' dataset"),
+        ("--config.model.image.num_heads=3", "must be divisible by 'model.image.num_heads' (3)"),
+        ("--config.data.image_size=40", "'data.image_size' (40) and 'model.image.image_size' (32) disagree"),
+        ("--config.init_from.kind=nope", "'init_from.kind' is 'nope'"),
+    ],
+)
+def test_every_config_mistake_exits_2_with_one_line_before_any_step(override, fragment, tmp_path, capsys):
+    workdir = tmp_path / "w"
+    argv = ["train", "--config", TINY, "--workdir", str(workdir), f"--config.data.data_dir={tmp_path / 'tfds'}"]
+    assert cli.main([*argv, override]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("mmjax: config error: ") and fragment in err[0], err
+    assert not (workdir / "metrics.jsonl").exists() and not (workdir / "checkpoints").exists()
+
+
+def test_config_show_prints_the_resolved_config(capsys):
+    assert cli.main(["config", "show", "--config", TINY, "--docs", "--config.optim.lr=0.25"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^optim\.lr = 0\.25 +# peak learning rate$", out, re.M)
+    assert re.search(r"^data\.image_size = 32 ", out, re.M)  # derived from the image tower

@@ -12,6 +12,7 @@ both keys. Which keys were stated is read from the raw (file + overrides) dict, 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any
 
@@ -66,6 +67,15 @@ def _image_size(config: dict, raw: Mapping) -> None:
         data["image_size"] = image["image_size"]
 
 
+@functools.lru_cache(maxsize=16)
+def _vocab_size(kind: str, path: str | None, max_length: int, lowercase: bool) -> int:
+    """The tokenizer's vocabulary size; cached, since sweeps and tests resolve the same config many times."""
+    from mmjax.data import tokenizer_from_config
+
+    config = {"kind": kind, "path": path, "max_length": max_length, "lowercase": lowercase}
+    return tokenizer_from_config(config).vocab_size
+
+
 def _text_sizes(config: dict, raw: Mapping) -> None:
     text, tok = config["model"].get("text"), config["data"]["tokenizer"]
     if tok["max_length"] is None:
@@ -79,10 +89,8 @@ def _text_sizes(config: dict, raw: Mapping) -> None:
         )
     if not text or "vocab_size" not in text:
         return
-    from mmjax.data import tokenizer_from_config
-
     try:
-        ids = tokenizer_from_config(tok).vocab_size
+        ids = _vocab_size(tok["kind"], tok["path"], tok["max_length"], tok["lowercase"])
     except (ValueError, OSError) as e:
         raise ConfigError(f"config key 'data.tokenizer': {e}") from None
     if not stated(raw, "model.text.vocab_size"):

@@ -94,7 +94,7 @@ def set_stated(raw: dict, key: str, value: Any) -> None:
     node: Any = resolved
     new_entry = parts[0] == "evals" and len(parts) > 2 and parts[1] not in resolved["evals"]
     for i, part in enumerate(parts):
-        if new_entry and i >= 2:
+        if new_entry and i >= 1:
             node = None
             break
         if not isinstance(node, Mapping) or part not in node:

@@ -125,6 +125,8 @@ def merge_named(raw: Any, named: Named, path: str) -> dict | None:
     name = raw.get("name", named.default)
     if isinstance(name, Text):
         name = str(name)
+    if isinstance(raw.get("variant"), Text):  # the variant decides the size defaults: parse it first
+        raw = {**raw, "variant": parse_text(raw["variant"], None, f"{path}.variant")}
     if name is None:
         raise ConfigError(f"config key '{path}.name' is required: which {named.table}")
     keys = named_keys(named, name, path, raw)

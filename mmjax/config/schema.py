@@ -35,6 +35,11 @@ class Entries:
     doc: str
 
 
+def defaults(keys: dict) -> dict:
+    """A declaration table (plain keys and groups) -> the nested dict of its defaults."""
+    return {k: defaults(v) if isinstance(v, dict) else v[0] for k, v in keys.items()}
+
+
 OPTIM = {
     "name": ("adamw", "optimizer", ("adamw", "lamb", "sgd")),
     "lr": (1e-3, "peak learning rate"),
@@ -73,8 +78,11 @@ TOP = {
     "seed": (0, "initialization, shuffling, augmentation and dropout all follow from it"),
     "evals": Entries("evaluators by name: {type, split, every, ...}; default: the task's"),
     "init_from": {
-        "kind": ("", "start from other weights: '' (off), mmjax (a workdir) or hf (a save_pretrained dir)",
-                 ("", "mmjax", "hf")),  # fmt: skip
+        "kind": (
+            "",
+            "start from other weights: '' (off), mmjax (a workdir) or hf (a save_pretrained dir)",
+            ("", "mmjax", "hf"),
+        ),  # fmt: skip
         "path": ("", "the workdir or directory"),
         "source": ("", "'/'-separated subtree of the loaded params to take ('' = all), e.g. 'bert'"),
         "target": ("", "'/'-separated subtree of this model's params to fill ('' = all), e.g. 'text_tower'"),
@@ -178,7 +186,7 @@ def named_keys(named: Named, name: str, path: str, raw: dict) -> dict:
     keys = {"name": (named.default, named.doc, tuple(sorted(table)))}
     fields = module_keys(cls, f"{cls.__module__}.{cls.__name__}")
     if hasattr(cls, "from_variant"):
-        keys["variant"] = (None, f"named sizes (e.g. 'B/16') filling the size fields not set; None: none")
+        keys["variant"] = (None, "named sizes (e.g. 'B/16') filling the size fields not set; None: none")
         variant = raw.get("variant")
         if variant:
             try:

@@ -6,6 +6,7 @@ joins this table to the rest; `default_config()` gives it alone, for the pipelin
 
 from __future__ import annotations
 
+from mmjax.config.schema import defaults
 from mmjax.data.errors import POLICIES
 from mmjax.data.examples import CAPTION_MODES
 from mmjax.data.preprocess import CLIP_MEAN, CLIP_STD
@@ -58,11 +59,6 @@ KEYS = {
     "worker_count": (0, "worker processes running the per-record work (0: none)"),
     "worker_buffer_size": (2, "batches each worker prepares ahead"),
 }
-
-
-def defaults(keys: dict) -> dict:
-    """A declaration table -> nested dict of its defaults."""
-    return {k: defaults(v) if isinstance(v, dict) else v[0] for k, v in keys.items()}
 
 
 def default_config(batch_size: int = 256, seed: int = 0, image_size: int = 64, max_length: int = 77):

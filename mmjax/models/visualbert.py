@@ -119,7 +119,7 @@ def init_text_from_bert(variables: Mapping, bert_variables: Mapping, *, copy_vis
     parameter whose shape differs.
     """
     src = nn.meta.unbox(bert_variables["params"])
-    src = src.get("bert", src)
+    src = src["bert"] if "bert" in src else src  # a BertModel's params, or a bare encoders.Bert's
     params = jax.tree.map(lambda x: x, nn.meta.unbox(dict(variables["params"])))  # fresh dicts we may edit
     node = params
     for key in _find_bert_subtree(params):

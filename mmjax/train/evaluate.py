@@ -168,7 +168,8 @@ class Captioning(Evaluator):
         text = self.task.text
         predictions = [text(t) for t in out["tokens"]]
         references = [
-            [text(ids) for ids, real in zip(refs, mask) if real] for refs, mask in zip(out["references"], out["caption_mask"])
+            [text(ids) for ids, real in zip(refs, mask) if real]
+            for refs, mask in zip(out["references"], out["caption_mask"])
         ]
         return mmeval.captioning_metrics(predictions, references)
 

@@ -26,8 +26,8 @@ def check_splits(config: ml_collections.ConfigDict, splits: tuple[str, ...] | No
     for key, split in needed:
         if mmdata.split_name(split) not in splits:
             what = f"the {config.data.source!r} dataset" + (f" at {config.data.path}" if config.data.path else "")
-            subject = "training reads split 'train', which" if key == "data" else f"config key {key!r} is {split!r}:"
-            raise ConfigError(f"{subject} {what} does not have; its splits are {list(splits)}")
+            subject = "training reads split 'train'" if key == "data" else f"config key {key!r} is {split!r}"
+            raise ConfigError(f"{subject}, a split {what} does not have; its splits are {list(splits)}")
 
 
 def prepare_data(config: ml_collections.ConfigDict) -> mmdata.DatasetInfo:

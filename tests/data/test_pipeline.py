@@ -5,13 +5,14 @@ import jax
 import numpy as np
 import pytest
 
+from mmjax import data as mmdata
 from mmjax.data import examples, pipeline, preprocess, shapes, sources
 from mmjax.data.tokenizers import clip_tokenizer
 
 
 @pytest.fixture(scope="module")
 def config(tmp_path_factory):
-    cfg = pipeline.default_config()
+    cfg = mmdata.default_config()
     cfg.data_dir = str(tmp_path_factory.mktemp("data"))
     cfg.shapes.update(image_size=32, num_train=40, num_validation=13, num_test=4, num_compositional=4)
     cfg.image_size = 24

@@ -8,6 +8,7 @@ import pytest
 import tensorflow_datasets as tfds
 from PIL import Image
 
+from mmjax import data as mmdata
 from mmjax.data import pipeline
 from mmjax.data.builders import LocalBuilder
 from mmjax.data.errors import BadRecordError
@@ -54,7 +55,7 @@ class CocoLike(LocalBuilder, skip_registration=True):
 def config(tmp_path_factory):
     data_dir = str(tmp_path_factory.mktemp("tfds"))
     CocoLike(data_dir=data_dir).download_and_prepare(file_format="array_record")
-    cfg = pipeline.default_config()
+    cfg = mmdata.default_config()
     cfg.update(source="tfds", name="coco_like:1.1.0", data_dir=data_dir, image_size=12, batch_size=4)
     cfg.fields = {"captions": "captions/text", "image_id": "image/id"}
     cfg.tokenizer.max_length = 16

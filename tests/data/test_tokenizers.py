@@ -104,15 +104,15 @@ def test_tokenizer_pickles_for_worker_processes():
 
 def test_config_errors_name_the_key():
     with pytest.raises(ValueError, match="data.tokenizer.kind"):
-        tk.tokenizer_from_config({"kind": "sentencepiece"})
+        tk.tokenizer_from_config({"kind": "sentencepiece", "path": None, "max_length": 16, "lowercase": True})
     with pytest.raises(ValueError, match="data.tokenizer.path"):
-        tk.tokenizer_from_config({"kind": "bert"})
+        tk.tokenizer_from_config({"kind": "bert", "path": None, "max_length": 16, "lowercase": True})
 
 
 def test_word_tokenizer_covers_every_shapes_text_and_marks_unknown_words():
     from mmjax.data import shapes
 
-    tok = tk.tokenizer_from_config({"kind": "word", "path": "shapes", "max_length": 64})
+    tok = tk.tokenizer_from_config({"kind": "word", "path": "shapes", "max_length": 64, "lowercase": True})
     unk = tok.token_id("[UNK]")
     for i in range(50):  # test-split scenes: the vocabulary was written from train and validation ones
         scene = shapes.generate(0, "test", i)

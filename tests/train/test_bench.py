@@ -7,8 +7,9 @@ from train_testing import REPO, TINY
 from mmjax import cli
 
 
-def test_bench_prints_step_time_throughput_and_flops(capsys):
-    assert cli.main(["bench", "--config", TINY, "--steps", "2", "--warmup", "1"]) == 0
+def test_bench_prints_step_time_throughput_and_flops(capsys, data_dir):
+    args = ["bench", "--config", TINY, "--steps", "2", "--warmup", "1", f"--config.data.data_dir={data_dir}"]
+    assert cli.main(args) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["num_devices"] == 8 and result["batch_size"] == 16
     for key in ("step_time_ms", "examples_per_sec", "tflops_per_device"):

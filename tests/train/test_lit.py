@@ -18,6 +18,7 @@ from train_testing import REPO, tiny_overrides
 from mmjax import config as mmconfig
 from mmjax import data as mmdata
 from mmjax.data.real_datasets import FASHION_MNIST_CLASSES
+from mmjax.train.inputs import data_config
 from mmjax.train.loop import train
 
 LIT = f"{REPO}/configs/lit_fashion.py:tiny"
@@ -45,14 +46,14 @@ def _config(fashion_dir, tmp_path, *overrides):
 
 
 def test_held_out_classes_never_reach_training_but_are_evaluated(fashion_dir, tmp_path):
-    config = _config(fashion_dir, tmp_path, "data.num_epochs=1", "data.batch_size=8")
+    config = _config(fashion_dir, tmp_path, "data.num_epochs=1", "batch_size=8")
     heldout = set(config.data.holdout_labels)
     seen_train = set()
-    for batch in mmdata.build_pipeline(config.data, "train", train=True):
+    for batch in mmdata.build_pipeline(data_config(config), "train", train=True):
         seen_train |= set(np.asarray(batch["label"]).tolist())
     assert seen_train == set(range(10)) - heldout  # every other class still trains: 56 of the 80 records
     seen_eval = set()
-    for batch in mmdata.build_pipeline(config.data, "test", train=False):
+    for batch in mmdata.build_pipeline(data_config(config), "test", train=False):
         seen_eval |= set(np.asarray(batch["label"])[np.asarray(batch["example_mask"]) > 0].tolist())
     assert seen_eval == set(range(10))
 
@@ -60,7 +61,7 @@ def test_held_out_classes_never_reach_training_but_are_evaluated(fashion_dir, tm
 def test_a_held_out_label_outside_the_classes_fails_naming_it(fashion_dir, tmp_path):
     config = _config(fashion_dir, tmp_path, "data.holdout_labels=(1, 12)")
     with pytest.raises(ValueError, match=r"holdout_labels \[12\] match no record"):
-        mmdata.build_pipeline(config.data, "train", train=True)
+        mmdata.build_pipeline(data_config(config), "train", train=True)
 
 
 def test_lit_trains_a_locked_text_tower_and_reports_zero_shot_accuracy(fashion_dir, tmp_path):

@@ -213,3 +213,24 @@ def test_bfloat16_compute_trains_float32_master_weights(tmp_path, data_dir):
     assert math.isfinite(result["loss"]) and result["grad_norm"] > 0
     params = Checkpointer(tmp_path / "checkpoints", async_save=False).restore_params()
     assert {x.dtype for x in jax.tree.leaves(params)} == {np.dtype("float32")}
+
+
+def test_two_evaluators_on_two_splits_on_their_own_schedules(tiny_config, tmp_path):
+    """big_vision's config.evals: retrieval on `test` every 2 steps, zero-shot-style retrieval on `compositional`
+    only at the end; both land in eval.json, each under its own names and steps."""
+    evals = {
+        "retrieval": {"split": "test", "every": 2},
+        "compositional": {"type": "retrieval", "split": "compositional", "every": 0, "at_end": True},
+    }
+    config = tiny_config("total_steps=4", "eval_every=0", f"evals={evals!r}")
+    train(config, str(tmp_path), devices=jax.devices()[:1])
+    saved = json.loads((tmp_path / "eval.json").read_text())
+    history = saved["history"]
+    assert sorted(history, key=int) == ["2", "4"]
+    assert "retrieval/text_to_image/recall@1" in history["2"]
+    assert not any(k.startswith("compositional/") for k in history["2"])  # not due at step 2
+    assert {"retrieval/text_to_image/recall@1", "compositional/retrieval/text_to_image/recall@1"} <= set(history["4"])
+    assert (
+        saved["compositional/retrieval/image_to_text/recall@5"]
+        == history["4"]["compositional/retrieval/image_to_text/recall@5"]
+    )

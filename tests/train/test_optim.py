@@ -7,13 +7,15 @@ import ml_collections
 import numpy as np
 import pytest
 
+from mmjax.config import schema
 from mmjax.train.loop import Setup
-from mmjax.train.optim import build_optimizer, frozen_mask
+from mmjax.train.optim import build_optimizer
 
 
 def _optim(**kw) -> ml_collections.ConfigDict:
-    cfg = {"name": "sgd", "lr": 0.1, "schedule": "constant", "warmup_steps": 0, "clip_norm": 0.0, "rules": []}
-    return ml_collections.ConfigDict({**cfg, **kw})
+    """config.optim: the schema's defaults with these keys changed."""
+    cfg = {"name": "sgd", "lr": 0.1, "schedule": "constant", "warmup_steps": 0, "clip_norm": 0.0, **kw}
+    return ml_collections.ConfigDict({**schema.defaults(schema.OPTIM), **cfg})
 
 
 PARAMS = {
@@ -23,7 +25,7 @@ PARAMS = {
 
 
 def _update(cfg, grads):
-    tx, _ = build_optimizer(cfg, PARAMS, total_steps=10)
+    tx = build_optimizer(cfg, PARAMS, total_steps=10).tx
     updates, _ = tx.update(grads, tx.init(PARAMS), PARAMS)
     return updates
 
@@ -55,7 +57,7 @@ def test_frozen_tower_stays_bit_identical_while_the_other_trains(tiny_config):
     setup = Setup(config, jax.devices()[:1])
     state = setup.init_state()
     before = jax.device_get(state.params)
-    frozen = frozen_mask(config.optim, before)
+    frozen = setup.optimizer.frozen
     assert frozen["image_tower"] and all(jax.tree.leaves(frozen["image_tower"]))
     assert not any(jax.tree.leaves(frozen["text_tower"]))
     batches = setup.train_data()

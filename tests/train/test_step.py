@@ -8,6 +8,7 @@ import ml_collections
 import numpy as np
 import pytest
 
+from mmjax.config import schema
 from mmjax.train.optim import build_optimizer
 from mmjax.train.state import TrainState
 from mmjax.train.step import accumulate_gradients, make_train_step
@@ -40,8 +41,9 @@ def _step_once(grad_accum_steps: int, batch):
     params = _init(batch)
     # Plain SGD: the update is -lr * gradient, so equal params mean equal gradients (Adam's first step would
     # only compare their signs).
-    cfg = ml_collections.ConfigDict({"name": "sgd", "lr": 0.1, "schedule": "constant", "clip_norm": 0.0})
-    tx, schedule = build_optimizer(cfg, params, total_steps=10)
+    plain = {"name": "sgd", "lr": 0.1, "schedule": "constant", "clip_norm": 0.0}
+    cfg = ml_collections.ConfigDict({**schema.defaults(schema.OPTIM), **plain})
+    tx, schedule, _ = build_optimizer(cfg, params, total_steps=10)
     state = TrainState(jnp.zeros((), jnp.int32), params, tx.init(params), jax.random.key_data(jax.random.key(1)))
     step = jax.jit(make_train_step(_regression_loss, tx, schedule, grad_accum_steps))
     return step(state, batch)

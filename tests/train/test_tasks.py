@@ -13,47 +13,96 @@ import pytest
 from train_testing import REPO, tiny_overrides
 
 from mmjax import config as mmconfig
+from mmjax import data as mmdata
 from mmjax.data.shapes import ANSWERS
 from mmjax.encoders.regions import crop_regions
 from mmjax.train import tasks
-from mmjax.train.loop import train
-from mmjax.train.task_pretrain import mask_tokens, mismatch_images
+from mmjax.train.checkpoint import Checkpointer
+from mmjax.train.inputs import data_config
+from mmjax.train.loop import Setup, train
+from mmjax.train.tasks import mask_tokens, mismatch_images
 
 CASES = {
-    "vqa_visualbert_grid": ("vqa_shapes.py:tiny", ["vqa/accuracy", "vqa/accuracy/color"]),
-    "vqa_visualbert_regions_relations_stage": (
-        "vqa_shapes.py:tiny,visual=regions,stage=relations",
-        ["vqa/accuracy", "vqa/accuracy/left_of", "vqa/accuracy/color"],  # trained on relations, evaluated on all
-    ),
-    "vqa_fusion_regions_mid": ("vqa_shapes.py:tiny,model=fusion,visual=regions,fusion=mid", ["vqa/accuracy"]),
-    "vqa_easy": ("vqa_easy.py:tiny", ["vqa/accuracy", "vqa/accuracy/shape", "vqa/accuracy/yes/no"]),
-    "pretrain": ("pretrain_shapes.py:tiny", ["pretrain/mlm_accuracy", "pretrain/itm_accuracy"]),
-    "captioning": ("caption_shapes.py:tiny", ["captioning/bleu4", "captioning/cider"]),
+    "vqa_visualbert_grid": ("vqa_shapes.py:tiny", "vqa/accuracy"),
+    "vqa_visualbert_regions_relations_stage": ("vqa_shapes.py:tiny,visual=regions,stage=relations", "vqa/accuracy"),
+    "vqa_fusion_regions_mid": ("vqa_shapes.py:tiny,model=fusion,visual=regions,fusion=mid", "vqa/accuracy"),
+    "vqa_easy": ("vqa_easy.py:tiny", "vqa/accuracy/shape"),
+    "captioning": ("caption_shapes.py:tiny", "captioning/cider"),
+    "clip": ("clip_shapes.py:tiny", "retrieval/text_to_image/recall@5"),
 }
 
 
+def _only_evaluator(config):
+    (name,) = config.evals
+    return name
+
+
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_task_trains_and_evaluates(case, data_dir, tmp_path):
-    spec, keys = CASES[case]
+def test_task_trains_and_its_eval_is_independent_of_eval_batching(case, data_dir, tmp_path):
+    """Each task trains through the one loop, and the number it writes to eval.json is the one a single unpadded
+    batch over the whole split gives: the shared loop's padding, masks and gathering lose and add nothing."""
+    spec, key = CASES[case]
     config = mmconfig.load_config(f"{REPO}/configs/{spec}", tiny_overrides(data_dir, "total_steps=2"))
+    name = _only_evaluator(config)
+    config.evals[name].batch_size = 6  # every split here has a last batch of padding
+    split = "test" if case == "vqa_easy" else "validation"  # easy-VQA has no validation split
+    config.evals[name].split = split
     result = train(config, str(tmp_path), devices=jax.devices()[:2])
     assert math.isfinite(result["loss"]) and result["grad_norm"] > 0
-    evals = json.loads((pathlib.Path(tmp_path) / "eval.json").read_text())
-    assert evals["step"] == 2
-    for key in keys:
-        assert key in evals and 0.0 <= evals[key] <= 1.0, (key, evals)
+    written = json.loads((pathlib.Path(tmp_path) / "eval.json").read_text())
+    assert written["step"] == 2 and key in written
+
+    setup = Setup(config, jax.devices()[:1])
+    size = len(mmdata.open_source(data_config(config), split).data)
+    evaluator = setup.evaluators[name]
+    evaluator.cfg.batch_size = size  # one batch, no padding
+    with setup.activations():
+        state = Checkpointer(pathlib.Path(tmp_path) / "checkpoints", async_save=False).restore(2, setup.abstract_state)
+        again = evaluator.run(state.params, setup.mesh)
+    assert again[key] == pytest.approx(written[key], abs=1e-6), (key, again[key], written[key])
+
+
+@pytest.mark.parametrize("spec", ["pretrain_shapes.py:tiny", "clip_shapes.py:tiny,siglip"])
+def test_the_other_shipped_configs_train_and_evaluate_at_tiny_size(spec, data_dir, tmp_path):
+    config = mmconfig.load_config(f"{REPO}/configs/{spec}", tiny_overrides(data_dir, "total_steps=2"))
+    result = train(config, str(tmp_path), devices=jax.devices()[:1])
+    assert math.isfinite(result["loss"]) and result["grad_norm"] > 0
+    metrics = {k for k in json.loads((tmp_path / "eval.json").read_text()) if k not in ("step", "history")}
+    assert metrics and all(result[f"eval/{k}"] is not None for k in metrics)
 
 
 def test_classification_task_reads_the_configured_label(data_dir, tmp_path):
-    overrides = ["task=classification", "model.head=classification"]
+    overrides = ["task=classification", "model.head=classification", f"model.num_classes={len(ANSWERS)}"]
     config = mmconfig.load_config(
         f"{REPO}/configs/vqa_shapes.py:tiny,model=fusion,fusion=late",
-        tiny_overrides(data_dir, *overrides, "total_steps=2"),
+        tiny_overrides(data_dir, *overrides, "model.label_key=answer", "data.task=vqa", "total_steps=2")
+        + ["evals={'classification': {'split': 'test'}}"],
     )
-    config.model.num_classes = len(ANSWERS)  # classify (image, question) pairs by their answer id
-    config.model.label_key = "answer"
+    setup = Setup(config, jax.devices()[:1])
+    batch = next(setup.train_data())
+    targets = np.asarray(setup.task.targets(batch))
+    np.testing.assert_array_equal(targets.argmax(-1), np.asarray(batch["answer"]))  # one-hot of the answer id
+    assert targets.shape == (config.batch_size, len(ANSWERS))
     result = train(config, str(tmp_path), devices=jax.devices()[:1])
     assert "eval/classification/accuracy" in result
+
+
+def test_the_pretrain_evaluator_weighs_every_example_alike():
+    """A short last batch must weigh its examples, not count as a whole batch (the old per-batch mean did)."""
+    from mmjax.train.evaluate import Pretrain
+
+    out = {  # 3 examples: two from a full batch (hits 1, 1) and one from a padded last batch (hit 0)
+        "mlm_loss": np.array([1.0, 1.0, 4.0]),
+        "mlm_hits": np.array([2, 2, 0]),
+        "mlm_count": np.array([2, 2, 2]),
+        "itm_loss": np.array([0.5, 0.5, 2.0]),
+        "itm_hits": np.array([True, True, False]),
+    }
+    metrics = Pretrain.metrics(None, out)
+    assert metrics["pretrain/itm_accuracy"] == pytest.approx(2 / 3)  # a per-batch mean would give 0.5
+    assert metrics["pretrain/itm_loss"] == pytest.approx(1.0)
+    assert metrics["pretrain/mlm_loss"] == pytest.approx(6 / 6)
+    assert metrics["pretrain/mlm_accuracy"] == pytest.approx(4 / 6)
 
 
 def test_mask_tokens_follows_bert_rates_and_spares_special_tokens():
@@ -86,17 +135,21 @@ def test_crop_regions_resamples_each_box():
 
 
 def test_a_text_table_smaller_than_the_tokenizer_fails_naming_both(data_dir):
-    from mmjax.train.tasks import build_task
-
-    config = mmconfig.load_config(f"{REPO}/configs/vqa_shapes.py:tiny", tiny_overrides(data_dir))
-    config.data.tokenizer.update({"kind": "clip", "path": None})
-    with pytest.raises(ValueError, match=r"'model.text.vocab_size' is 76, smaller than the 49408 ids"):
-        build_task(config)
+    with pytest.raises(mmconfig.ConfigError, match=r"'model.text.vocab_size' \(76\) is smaller than the 49408 ids"):
+        mmconfig.load_config(
+            f"{REPO}/configs/vqa_shapes.py:tiny",
+            tiny_overrides(data_dir, "data.tokenizer.kind=clip", "data.tokenizer.path=None"),
+        )
 
 
 def test_a_fusion_tower_that_does_not_fit_the_visual_inputs_fails_naming_both_keys(data_dir):
     config = mmconfig.load_config(
         f"{REPO}/configs/vqa_shapes.py:tiny,model=fusion,visual=regions", tiny_overrides(data_dir, "model.visual=grid")
     )
-    with pytest.raises(ValueError, match=r"'model.image.name' is 'regions' but 'model.visual' is 'grid'"):
-        tasks.build_task(config)
+    with pytest.raises(mmconfig.ConfigError, match=r"'model.image.name' is 'regions' but 'model.visual' is 'grid'"):
+        mmconfig.validate(config, 1)
+
+
+def test_vqa_model_kinds_come_from_one_table():
+    assert set(tasks.MODEL_KINDS) == {"visualbert", "fusion"}
+    assert set(tasks.labels.VQATask.MODEL_KEYS["kind"][2]) == set(tasks.MODEL_KINDS)

@@ -78,7 +78,11 @@ class _LabelTask(Task):
     """Shared by VQA and classification: model building, inputs, loss; subclasses name the targets."""
 
     MODEL_KEYS = {
-        "kind": ("visualbert", "the model: visualbert (single stream) or fusion (towers + a fusion)", tuple(MODEL_KINDS)),
+        "kind": (
+            "visualbert",
+            "the model: visualbert (single stream) or fusion (towers + a fusion)",
+            tuple(MODEL_KINDS),
+        ),
         "visual": ("grid", "visual tokens: grid (image tower tokens) or regions (object boxes)", ("grid", "regions")),
         "region_size": (8, "regions: pixels per side each box is resampled to"),
         "box_frequencies": (0, "visualbert regions: sinusoid octaves of the box coordinates (0: none)"),
