@@ -66,6 +66,7 @@ class EasyVqa(LocalBuilder, skip_registration=True):
     """
 
     VERSION = VERSION
+    TASK = "vqa"  # the record layout, whatever data.task says
     name = "mmjax_easy_vqa"
 
     def _info(self) -> tfds.core.DatasetInfo:
@@ -144,6 +145,7 @@ class FashionMnist(LocalBuilder, skip_registration=True):
     """
 
     VERSION = VERSION
+    TASK = "image_text"  # the record layout, whatever data.task says
     name = "mmjax_fashion_mnist"
 
     def _info(self) -> tfds.core.DatasetInfo:

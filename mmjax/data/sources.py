@@ -119,7 +119,8 @@ def open_source(config, split: str) -> Source:
         )
     builder = builders.prepare(make_builder(config))
     meta = builder.info.metadata or {}
-    task = builder.builder_config.task if hasattr(builder.builder_config, "task") else _task_of(config)
+    # a builder of one layout says so (TASK); the configurable ones (shapes, jsonl) keep it in their config
+    task = getattr(builder, "TASK", None) or builder.builder_config.task
     return Source(
         builder.as_data_source(split),
         f"{builder.name}/{split}",
@@ -187,8 +188,3 @@ def with_question_types(source: Source, types) -> Source:
     return _filter(
         source, "question_type", text, sorted(set(types)), keep=True, key="train_question_types", what="types"
     )
-
-
-def _task_of(config) -> str:
-    # easy-VQA is only VQA and Fashion-MNIST only image-text, whatever the config says.
-    return {"easy_vqa": "vqa", "fashion_mnist": "image_text"}[config.source]
