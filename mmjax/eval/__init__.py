@@ -1,8 +1,9 @@
 """Evaluations: a model's outputs (arrays, decoded strings) in, a flat dict of named floats out.
 
 Nothing here imports a model or the trainer; the evaluators (`train/evaluate.py`) call these functions with what a
-model produced, and the loop writes the result with `write_eval_json`. Retrieval and zero-shot score embeddings under `jax.jit` on global,
-possibly sharded, jax.Arrays in chunks; VQA and captioning are cheap host-side Python.
+model produced, and the loop writes the result with `write_eval_json`. Retrieval and zero-shot score embeddings
+under `jax.jit` in chunks (global, possibly sharded, jax.Arrays or host arrays); VQA and captioning are cheap
+host-side Python.
 
   retrieval_metrics   "retrieval/{text_to_image,image_to_text}/recall@{1,5,10}"
   zeroshot_metrics    "zeroshot/top1", "zeroshot/top5", "zeroshot/mean_per_class_top1", "zeroshot/<subset>/..."
