@@ -30,7 +30,6 @@ def get_config(arg=None):
         "optim": {"lr": 5e-4, "warmup_steps": 200, "weight_decay": 0.01},
         "batch_size": 64,
         "total_steps": 2000,
-        "eval_every": 1000,
         "evals": {"captioning": {"split": "test"}},
     }
     if a["tiny"]:

@@ -31,8 +31,7 @@ def get_config(arg=None):
                 "width": 128,
                 "depth": 4,
                 "num_heads": 4,
-                "patch_size": 16,
-                "image_size": 64,
+                "image_size": 64,  # 16x16 patches (ViT's default): 17 tokens
                 "pre_norm": True,
             },
             # 64 tokens: a five-object caption takes up to 60; the tokenizer's length follows the tower's
@@ -42,7 +41,7 @@ def get_config(arg=None):
         },
         # captions name positions ("at the top left"); a crop would make them wrong
         "data": {"random_crop": False},
-        "optim": {"lr": 1e-3, "warmup_steps": 100, "weight_decay": 0.1, "b2": 0.98, "eps": 1e-6},
+        "optim": {"warmup_steps": 100, "weight_decay": 0.1, "b2": 0.98, "eps": 1e-6},
         "batch_size": 128,
         "total_steps": 480,  # training fits the demo's 10-minute budget on 2 CPU cores (experiments/README.md)
         "log_every": 20,

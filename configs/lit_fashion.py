@@ -51,7 +51,7 @@ def get_config(arg=None):
                 "pooling": "gap",
             },
             # MiniLM-L6-H384's shape; sentence-transformers pools by the mean of the real tokens
-            "text": {"name": "bert", "width": 384, "depth": 6, "num_heads": 12, "max_length": 512, "pool": "mean"},
+            "text": {"name": "bert", "width": 384, "depth": 6, "pool": "mean"},
             # MiniLM's width: a locked text side keeps its own geometry (below), and the scratch one gets the same
             "embed_dim": 384,
         },

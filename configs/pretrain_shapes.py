@@ -23,7 +23,7 @@ def get_config(arg=None):
         "model": {
             "image": {"name": "vit", "width": 128, "depth": 4, "num_heads": 4, "patch_size": 8, "image_size": 64},
             # MiniLM-L6-H384's shape, so its weights load into the text side
-            "text": {"name": "bert", "width": 384, "depth": 6, "num_heads": 12, "max_length": 512},
+            "text": {"name": "bert", "width": 384, "depth": 6},
         },
         "init_from": {"kind": "hf", "path": minilm_dir(), "source": "bert", "target": "visual_bert/bert"},
         "optim": {"lr": 1e-4, "warmup_steps": 200, "weight_decay": 0.01},

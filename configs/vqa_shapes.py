@@ -52,7 +52,6 @@ def get_config(arg=None):
         "optim": {"lr": 1e-3, "warmup_steps": 200, "weight_decay": 0.01},
         "batch_size": 128,
         "total_steps": 6000,
-        "eval_every": 1000,
         "evals": {"vqa": {"split": "test"}},
     }
     # 16x16 patches: a 4x4 grid of visual tokens, the size of Sort-of-CLEVR's CNN feature maps; 8x8 patches

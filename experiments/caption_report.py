@@ -16,6 +16,7 @@ import sys
 import matplotlib
 
 matplotlib.use("Agg")  # files only
+import jax  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
@@ -32,18 +33,19 @@ from mmjax.train.loop import Setup  # noqa: E402
 def samples(config, workdir: pathlib.Path, num: int) -> list[tuple[np.ndarray, str, list[str]]]:
     """[(image in [0, 1], generated caption, reference captions)] for the first `num` eval images."""
     setup = Setup(config)
-    evaluator = setup.evaluators["captioning"]
+    evaluator = next(e for e in setup.evaluators.values() if e.cfg.type == "captioning")
+    split = evaluator.cfg.split if "[" in evaluator.cfg.split else f"{evaluator.cfg.split}[:{num}]"  # the first few
     ckpt = Checkpointer(workdir / "checkpoints", async_save=False)
     with setup.activations():
         params = ckpt.restore(ckpt.latest_step(), setup.abstract_state).params
-        predict = lambda p, batch: {**evaluator.predict(p, batch), "pixels": batch["image"]}  # noqa: E731
-        out = predict_split(predict, params, evaluator.batches(setup.mesh, f"{evaluator.cfg.split}[:{num}]"))
+        predict = jax.jit(lambda p, batch: {**evaluator.predict(p, batch), "pixels": batch["image"]})
+        out = predict_split(predict, params, evaluator.batches(setup.mesh, split))
     ckpt.close()
     text = setup.task.text
     out = [
         (pixels, text(tokens), [text(ids) for ids, real in zip(refs, mask) if real])
         for pixels, tokens, refs, mask in zip(out["pixels"], out["tokens"], out["references"], out["caption_mask"])
-    ]
+    ][:num]
     mean, std = np.asarray(config.data.mean), np.asarray(config.data.std)
     return [(np.clip(p * std + mean, 0, 1), pred, refs) for p, pred, refs in out]
 

@@ -15,6 +15,7 @@ import pathlib
 import matplotlib
 
 matplotlib.use("Agg")  # files only: the demo runs on machines with no display
+import jax  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
@@ -54,8 +55,9 @@ def plot_curves(workdir: pathlib.Path) -> pathlib.Path:
 def plot_retrieval(config, workdir: pathlib.Path, num_queries: int = 6, top_k: int = 5) -> pathlib.Path:
     """Embed every test image and the first caption of a few; show each caption's top-k images."""
     setup = Setup(config)
-    evaluator = setup.evaluators["retrieval"]
+    evaluator = next(e for e in setup.evaluators.values() if e.cfg.type == "retrieval")
 
+    @jax.jit
     def predict(params, batch):  # the evaluator's embeddings, plus what the picture shows
         return {**evaluator.predict(params, batch), "pixels": batch["image"], "ids": batch["input_ids"]}
 
@@ -107,7 +109,8 @@ def main():
     config = mmconfig.load_config(args.config, overrides)
     workdir = pathlib.Path(args.workdir)
     evals = json.loads((workdir / "eval.json").read_text())
-    print(f"\nResults on the {config.evals.retrieval.split} split (step {evals['step']}):\n")
+    split = next(e.split for e in config.evals.values() if e.type == "retrieval")
+    print(f"\nResults on the {split} split (step {evals['step']}):\n")
     print(results_table(evals))
     print(f"\nplots: {plot_curves(workdir)}  {plot_retrieval(config, workdir)}")
 

@@ -4,7 +4,7 @@ mmjax train --config configs/clip_shapes.py[:variant] --workdir runs/x [--config
 mmjax eval  --config F --workdir D [--evals retrieval] [--split test] [--step 480]
 mmjax sweep --config F --workdir D [--dry_run]          # points declared by get_sweep() in F
 mmjax bench --config F [--steps 20]                      # steady-state step time etc., as JSON
-mmjax config show --config F [--docs]                    # the fully resolved config (every key, its doc)
+mmjax config show F [--docs]                             # the fully resolved config (every key, its doc)
 mmjax convert --path DIR --to DIR2                       # Hugging Face dir -> load -> save (validates)
 
 Any key of the resolved config can be overridden: --config.optim.lr=3e-4 --config.model.image.depth=2.
@@ -44,7 +44,8 @@ def _parser() -> argparse.ArgumentParser:
             s.add_argument("--data", action="store_true", help="also time the input pipeline alone")
     show = sub.add_parser("config", help="print the fully resolved config").add_subparsers(dest="action", required=True)
     s = show.add_parser("show", help="every key of the resolved config, one per line")
-    s.add_argument("--config", required=True, help="config file, optionally with a variant: file.py:tiny")
+    s.add_argument("file", nargs="?", help="config file, optionally with a variant: file.py:tiny")
+    s.add_argument("--config", help="the same, as a flag")
     s.add_argument("--docs", action="store_true", help="append each key's one-line doc")
     c = sub.add_parser("convert", help="load a Hugging Face directory and write it back out (or to another dir)")
     c.add_argument("--path", required=True)
@@ -80,6 +81,10 @@ def main(argv: list[str] | None = None) -> int:
 
             run_sweep(known.config, known.workdir, overrides, dry_run=known.dry_run)
             return 0
+        if known.command == "config":
+            known.config = known.config or known.file
+            if not known.config:
+                _parser().error("mmjax config show: give a config file (mmjax config show configs/x.py:tiny)")
         config = mmconfig.load_config(known.config, overrides)
         if known.command == "config":
             print(mmconfig.render(config, with_docs=known.docs))

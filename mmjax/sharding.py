@@ -245,7 +245,8 @@ def logical_to_shardings(tree: Any, mesh: Mesh, rules: str | ShardingRules | Rul
     return shardings
 
 
-def _unbox(tree: Any) -> Any:
+def unbox(tree: Any) -> Any:
+    """Boxed (LogicallyPartitioned) leaves -> their values, e.g. for `jax.eval_shape(model.init, ...)` outputs."""
     # Strip the metadata without the sharding constraint that `unbox()` applies when a mesh is active:
     # placement is decided by out_shardings, with the divisibility fallback the constraint would not have.
     return jax.tree.map(lambda x: x.value if _is_box(x) else x, tree, is_leaf=_is_box)
@@ -259,7 +260,7 @@ def abstract_sharded(
     with nn.logical_axis_rules(()):
         boxed = jax.eval_shape(init_fn, *args)
     shardings = logical_to_shardings(boxed, mesh, rules)
-    abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), _unbox(boxed), shardings)
+    abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), unbox(boxed), shardings)
     return abstract, shardings
 
 
@@ -283,7 +284,7 @@ def create_sharded(init_fn: Callable[..., Any], shardings: Any, *args: Any) -> A
     # No logical rules while tracing, even inside an activation_context: the layout comes from out_shardings
     # alone, and Linen's unbox-time constraints (which would apply activation rules to parameters) stay off.
     with nn.logical_axis_rules(()):
-        return jax.jit(lambda *a: _unbox(init_fn(*a)), out_shardings=shardings)(*args)
+        return jax.jit(lambda *a: unbox(init_fn(*a)), out_shardings=shardings)(*args)
 
 
 def batch_sharding(mesh: Mesh, batch_axes: Sequence[str] | None = None) -> NamedSharding:

@@ -125,6 +125,7 @@ def test_an_eval_split_the_folder_lacks_fails_before_training_naming_the_splits(
         ("--config.model.image.num_heads=3", "must be divisible by 'model.image.num_heads' (3)"),
         ("--config.data.image_size=40", "'data.image_size' (40) and 'model.image.image_size' (32) disagree"),
         ("--config.init_from.kind=nope", "'init_from.kind' is 'nope'"),
+        ("--config.init_from.kind=hf", "config key 'init_from.path' is empty but init_from.kind is 'hf'"),
     ],
 )
 def test_every_config_mistake_exits_2_with_one_line_before_any_step(override, fragment, tmp_path, capsys):
@@ -133,6 +134,25 @@ def test_every_config_mistake_exits_2_with_one_line_before_any_step(override, fr
     assert cli.main([*argv, override]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("mmjax: config error: ") and fragment in err[0], err
+    assert not (workdir / "metrics.jsonl").exists() and not (workdir / "checkpoints").exists()
+
+
+@pytest.mark.parametrize(
+    "override, fragment",
+    [
+        ("--config.optim.rules=[('vision/.*', {'freeze': True})]", "config key 'optim.rules': optim.rules patterns"),
+        ("--config.optim.rules=[('.*', {'frozen': True})]", "config key 'optim.rules': optim.rules setting"),
+        ("--config.evals.zs.type=zeroshot", "config key 'evals.zs.classes' must be set"),
+        ("--config.init_from={'kind': 'hf', 'path': '.', 'target': 'vision'}", "'init_from': init_from.target"),
+    ],
+)
+def test_mistakes_found_once_the_data_is_known_also_exit_2_before_any_step(override, fragment, tmp_path, capsys):
+    """Found after the dataset is prepared (the model's parameters depend on it), still before compiling."""
+    workdir = tmp_path / "w"
+    argv = ["train", "--config", TINY, "--workdir", str(workdir), f"--config.data.data_dir={tmp_path / 'tfds'}"]
+    assert cli.main([*argv, override]) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("mmjax: config error: ") and fragment in last, last
     assert not (workdir / "metrics.jsonl").exists() and not (workdir / "checkpoints").exists()
 
 

@@ -107,10 +107,35 @@ def test_unknown_key_names_the_closest_valid_key():
         ("data.tokenizer.max_length=32", "'data.tokenizer.max_length' (32) exceeds 'model.text.max_length' (16)"),
         ("model.text.vocab_size=100", "'model.text.vocab_size' (100) is smaller than the 49408 ids"),
         ("model.image.variant=X/3", "config key 'model.image.variant': unknown ViT variant 'X/3'"),
+        ("evals.retrieval.batch_size=abc", "config key 'evals.retrieval.batch_size' expects int, got 'abc'"),
+        ("evals.retrieval.at_end=maybe", "config key 'evals.retrieval.at_end' expects a bool"),
+        ("data.limit=abc", "config key 'data.limit' expects int"),
+        ("model.image.mlp_dim=abc", "config key 'model.image.mlp_dim' expects int"),
+        ("dcn_mesh=abc", "config key 'dcn_mesh' expects dict"),
+        ("batch_size=None", "config key 'batch_size' expects int, got None"),
+        ("data.fields.x=1", "config key 'data.fields' is a value, not a group"),
     ],
 )
 def test_a_wrong_value_names_the_key(override, fragment):
     assert fragment in _error(mmconfig.load_config, TINY, [override])
+
+
+def test_groups_are_set_key_by_key_or_whole_in_any_order():
+    vqa = f"{CONFIGS}/vqa_shapes.py:tiny"
+    by_key = mmconfig.load_config(vqa, ["model.kind=fusion", "model.fusion.name=mid", "model.fusion.width=32"])
+    by_name = mmconfig.load_config(vqa, ["model.kind=fusion", "model.fusion=mid", "model.fusion.width=32"])
+    assert by_key.model.fusion.to_dict() == by_name.model.fusion.to_dict()
+    from mmjax.fusion import MidFusion
+
+    assert by_key.model.fusion.name == "mid"
+    assert by_key.model.fusion.num_layers == MidFusion.__dataclass_fields__["num_layers"].default
+    swept = mmconfig.load_config(vqa, ["model.kind=fusion"], {"model.fusion": "late"})
+    assert swept.model.fusion.name == "late"
+    # a new evaluator: its keys in either order, or whole
+    a = mmconfig.load_config(TINY, ["evals.zs.split=test", "evals.zs.type=zeroshot"]).evals.zs
+    b = mmconfig.load_config(TINY, ["evals.zs.type=zeroshot", "evals.zs.split=test"]).evals.zs
+    c = mmconfig.load_config(TINY, ["evals.zs={'type': 'zeroshot', 'split': 'test'}"]).evals.zs
+    assert a.to_dict() == b.to_dict() == c.to_dict() and a.type == "zeroshot" and len(a.templates) > 1
 
 
 def test_sizes_that_follow_from_others_are_derived_in_one_place():
@@ -120,6 +145,11 @@ def test_sizes_that_follow_from_others_are_derived_in_one_place():
     assert config.model.text.vocab_size == 49408  # the CLIP tokenizer's
     # the side that is stated wins, the other follows
     assert mmconfig.load_config(TINY, ["model.image.image_size=48"]).data.image_size == 48
+    # a longer tokenizer than an unstated text table: the table follows
+    longer = mmconfig.load_config(
+        TINY, ["model.text={'name': 'clip_text', 'width': 32, 'num_heads': 2}", "data.tokenizer.max_length=90"]
+    )
+    assert longer.model.text.max_length == 90
     words = mmconfig.load_config(f"{CONFIGS}/caption_shapes.py:tiny")
     assert words.data.image_size == 32 and words.data.tokenizer.max_length == 24
     # a named ViT variant fills the sizes a config does not state

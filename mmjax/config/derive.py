@@ -4,7 +4,7 @@ A key the config states wins; the other side follows it; when both sides are sta
 both keys. Which keys were stated is read from the raw (file + overrides) dict, not guessed from values.
 
   data.image_size <-> model.image.image_size      the pipeline feeds the size the image tower was built for
-  data.tokenizer.max_length  <= model.text.max_length (None: equal to it)
+  data.tokenizer.max_length  <= model.text.max_length (None: equal to it; longer: the unstated table follows)
   model.text.vocab_size      >= the tokenizer's vocabulary (unset: equal to it)
   data.task                  the record layout the task reads (Task.DATA_TASK), unless stated
   evals.*.batch_size, every, at_end, prefix   from batch_size, eval_every and the entry's name
@@ -59,7 +59,7 @@ def _image_size(config: dict, raw: Mapping) -> None:
         if data["image_size"] != image["image_size"]:
             raise ConfigError(
                 f"config keys 'data.image_size' ({data['image_size']}) and 'model.image.image_size' "
-                f"({image['image_size']}) disagree; set one of them"
+                f"({image['image_size']}) disagree; set both to one value (or only model.image.image_size)"
             )
     elif stated(raw, "data.image_size"):
         image["image_size"] = data["image_size"]
@@ -83,10 +83,18 @@ def _text_sizes(config: dict, raw: Mapping) -> None:
             raise ConfigError("config key 'data.tokenizer.max_length' must be set: no text tower fixes it")
         tok["max_length"] = text["max_length"]
     elif text and "max_length" in text and tok["max_length"] > text["max_length"]:
+        if not stated(raw, "model.text.max_length"):  # the stated side wins: the position table follows
+            text["max_length"] = tok["max_length"]
+            return _vocab(config, raw)
         raise ConfigError(
             f"config key 'data.tokenizer.max_length' ({tok['max_length']}) exceeds 'model.text.max_length' "
             f"({text['max_length']}), the text tower's position table"
         )
+    _vocab(config, raw)
+
+
+def _vocab(config: dict, raw: Mapping) -> None:
+    text, tok = config["model"].get("text"), config["data"]["tokenizer"]
     if not text or "vocab_size" not in text:
         return
     try:

@@ -21,6 +21,7 @@ import ml_collections
 from mmjax.config.derive import derive
 from mmjax.config.errors import ConfigError
 from mmjax.config.resolve import Text, all_keys, resolve, unknown_key
+from mmjax.config.schema import EVAL_KEYS, Entries, Named, declaration, named_keys, tables, task_class
 
 
 def _load_module(path: str):
@@ -86,37 +87,80 @@ def parse_overrides(overrides: Sequence[str]) -> list[tuple[str, Text]]:
     return out
 
 
-def set_stated(raw: dict, key: str, value: Any) -> None:
-    """State `key` = `value` in `raw`; the key must exist in the config `raw` resolves to (so typos fail), except
-    under `evals`, whose entries are named by the user. A Text value is parsed to the type of the current one."""
-    resolved = resolve(raw)
+ANY = object()  # a place whose keys are not known yet (a new evaluator without a type): checked when resolved
+
+
+def declared_at(raw: Mapping, key: str) -> Any:
+    """What the schema declares at dotted `key` for a config whose stated keys are `raw`: a key's tuple, a group,
+    a Named or an Entries (ANY where it cannot tell yet). Unknown keys fail naming the closest declared one."""
     parts = key.split(".")
-    node: Any = resolved
-    new_entry = parts[0] == "evals" and len(parts) > 2 and parts[1] not in resolved["evals"]
+    decl: Any = declaration(raw)
+    node: Any = raw
     for i, part in enumerate(parts):
-        if new_entry and i >= 1:
-            node = None
-            break
-        if not isinstance(node, Mapping) or part not in node:
-            if isinstance(node, Mapping) or i == 0:
-                raise unknown_key(key, all_keys(resolved))
-            raise ConfigError(f"config key {'.'.join(parts[:i])!r} is a value, not a group; cannot set {key!r}")
-        node = node[part]
-    if isinstance(value, Text) and (isinstance(node, Mapping) or node is None):
+        here = ".".join(parts[:i])
+        if isinstance(decl, Named):
+            group = node if isinstance(node, Mapping) else {"name": node} if isinstance(node, str) else {}
+            name = group.get("name", decl.default)
+            if name is None:
+                return ANY
+            decl = named_keys(decl, str(name), here, dict(group))
+        elif isinstance(decl, Entries):
+            defaults = task_class(raw.get("task", "")).DEFAULT_EVALS if "evals" not in raw else {}
+            entry = (node or {}).get(part) if isinstance(node, Mapping) else None
+            entry = entry if entry is not None else defaults.get(part, {})
+            kind = entry.get("type") if isinstance(entry, Mapping) else None
+            kind = kind or part
+            if kind not in tables()["evaluator"]:
+                return ANY
+            decl, node = {**EVAL_KEYS, **tables()["evaluator"][kind].KEYS}, entry
+            continue
+        if not isinstance(decl, dict):
+            raise ConfigError(f"config key {here!r} is a value, not a group; cannot set {key!r}")
+        if part not in decl:
+            raise unknown_key(key, _known_keys(raw))
+        decl = decl[part]
+        node = node.get(part) if isinstance(node, Mapping) else None
+    return decl
+
+
+def _known_keys(raw: Mapping) -> list[str]:
+    try:
+        return all_keys(resolve(raw))
+    except ConfigError:
+        return []
+
+
+def set_stated(raw: dict, key: str, value: Any) -> None:
+    """State `key` = `value` in `raw`. The key must be declared (so typos fail), except below an evaluator entry
+    whose type is not known yet; a Text value is parsed to the key's type when the config is resolved. A group
+    takes a dict literal, and a Named group also its name alone (`--config.model.fusion=late`)."""
+    decl = declared_at(raw, key)
+    if isinstance(value, Text) and decl is ANY:
+        try:
+            literal = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            literal = value
+        value = dict(literal) if isinstance(literal, Mapping) else value
+    elif isinstance(value, Text) and isinstance(decl, (dict, Named, Entries)):
         try:
             literal = ast.literal_eval(value)
         except (ValueError, SyntaxError):
             literal = value
         if isinstance(literal, Mapping):
-            value = dict(literal)  # a whole group replaced by a dict literal
-        elif isinstance(node, Mapping):
+            value = dict(literal)
+        elif isinstance(decl, Named) and isinstance(literal, str):
+            value = {"name": literal}
+        else:
             raise ConfigError(f"config key {key!r} is a group; set one of its keys instead, or give a dict")
-    if parts[0] == "evals" and "evals" not in raw:
-        raw["evals"] = copy.deepcopy(resolved["evals"])  # overriding the task's default evaluators: state them
+    parts = key.split(".")
+    if parts[0] == "evals" and "evals" not in raw:  # overriding the task's default evaluators: state them
+        raw["evals"] = copy.deepcopy(task_class(raw.get("task", "")).DEFAULT_EVALS)
     target = raw
     for part in parts[:-1]:
-        if not isinstance(target.get(part), dict):
-            target[part] = dict(target[part]) if isinstance(target.get(part), Mapping) else {}
+        current = target.get(part)
+        if isinstance(current, str):  # a Named group stated by its name
+            current = {"name": current}
+        target[part] = dict(current) if isinstance(current, Mapping) else {}
         target = target[part]
     target[parts[-1]] = value
 

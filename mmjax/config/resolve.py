@@ -38,48 +38,55 @@ def unknown_key(key: str, known: list[str], where: str = "") -> ConfigError:
     return ConfigError(f"unknown config key {key!r}{where}{hint}")
 
 
-def parse_text(text: str, current: Any, key: str) -> Any:
-    """An override string -> a value of the type of `current` (the key's value before the override)."""
-    if isinstance(current, bool):
+def kind_of(decl: tuple) -> type | None:
+    """The type a key's values must have: declared as the 4th element, else its default's (None: any)."""
+    if len(decl) > 3 and decl[3] is not None:
+        return decl[3]
+    return None if decl[0] is None else type(decl[0])
+
+
+def parse_text(text: str, kind: type | None, key: str) -> Any:
+    """An override string -> a value of type `kind` (None: whatever Python literal it spells, else the string)."""
+    if kind is bool:
         lowered = text.strip().lower()
         if lowered in ("true", "1", "yes"):
             return True
         if lowered in ("false", "0", "no"):
             return False
+        if lowered == "none":
+            return None
         raise ConfigError(f"config key {key!r} expects a bool, got {text!r}")
-    if isinstance(current, str):
-        return str(text)
+    if kind is str:
+        return None if text == "None" else str(text)
     try:
-        value = ast.literal_eval(text)
+        return ast.literal_eval(text)
     except (ValueError, SyntaxError):
-        if current is None:
-            return str(text)  # an unset optional key takes the string as is
-        raise ConfigError(f"config key {key!r} expects {type(current).__name__}, got {text!r}") from None
-    return value
+        if kind is None:
+            return str(text)  # an untyped key takes the string as is
+        raise ConfigError(f"config key {key!r} expects {kind.__name__}, got {text!r}") from None
 
 
 def check_value(value: Any, decl: tuple, key: str) -> Any:
-    """`value` for a key declared `decl` = (default, doc[, choices]): type-checked (ints widen to floats,
-    lists and tuples interchange) and within its choices."""
-    default = decl[0]
+    """`value` for a key declared `decl` = (default, doc[, choices[, type]]): type-checked (ints widen to floats,
+    lists and tuples interchange; None is allowed where the default is None) and within its choices."""
+    kind = kind_of(decl)
     if isinstance(value, Text):
-        value = parse_text(value, default, key)
-    if default is not None and value is not None:
-        kind = type(default)
-        if isinstance(default, bool) or isinstance(value, bool):
-            ok = isinstance(default, bool) and isinstance(value, bool)
-        elif isinstance(default, float):
+        value = parse_text(value, kind, key)
+    if value is None and decl[0] is not None:
+        raise ConfigError(f"config key {key!r} expects {kind.__name__}, got None")
+    if kind is not None and value is not None:
+        if kind is bool or isinstance(value, bool):
+            ok = kind is bool and isinstance(value, bool)
+        elif kind is float:
             ok = isinstance(value, (int, float))
             value = float(value) if ok else value
-        elif isinstance(default, int):
-            ok = isinstance(value, int)
-        elif isinstance(default, (list, tuple)):
+        elif kind in (list, tuple):
             ok = isinstance(value, (list, tuple))
             value = kind(value) if ok else value
-        elif isinstance(default, str):
-            ok = isinstance(value, str)
+        elif kind is dict:
+            ok = isinstance(value, Mapping)
         else:
-            ok = True
+            ok = isinstance(value, kind)
         if not ok:
             raise ConfigError(f"config key {key!r} expects {kind.__name__}, got {value!r}")
     if len(decl) > 2 and decl[2] is not None and value not in decl[2]:
@@ -118,6 +125,8 @@ def _declared(decl: dict) -> dict:
 def merge_named(raw: Any, named: Named, path: str) -> dict | None:
     if raw is MISSING:
         raw = {}
+    if isinstance(raw, str):  # a group named by its name alone: model.fusion = "early"
+        raw = {"name": raw}
     if raw is None or (not raw and named.default is None):
         return None
     if not isinstance(raw, Mapping):

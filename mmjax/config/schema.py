@@ -67,7 +67,7 @@ TOP = {
         "fsdp": (1, "devices along the FSDP axis (parameters split along embed)"),
         "tensor": (1, "devices along the tensor-parallel axis (mlp, heads, vocab split)"),
     },
-    "dcn_mesh": (None, "multi-slice TPU: {axis: ways} splitting mesh axes across slices (None: one slice)"),
+    "dcn_mesh": (None, "multi-slice TPU: {axis: ways} splitting mesh axes across slices (None: one slice)", None, dict),
     "sharding": ("dp", "logical-axis rule preset", ("dp", "fsdp", "fsdp_tp")),
     "batch_size": (256, "global batch, over all devices and processes"),
     "total_steps": (1000, "training steps"),
@@ -93,12 +93,17 @@ TOP = {
 }
 
 EVAL_KEYS = {
-    "type": (None, "the evaluator: a name in mmjax.train.evaluate.EVALUATORS; default: the entry's name"),
+    "type": (None, "the evaluator: a name in mmjax.train.evaluate.EVALUATORS; default: the entry's name", None, str),
     "split": ("validation", "the split it evaluates (TFDS slicing allowed, e.g. 'train[:5%]')"),
-    "every": (None, "steps between runs; None: eval_every; 0: never during training"),
-    "at_end": (None, "also run after the last step; None: when it runs during training"),
-    "batch_size": (None, "global eval batch; None: batch_size"),
-    "prefix": (None, "prefix of its metric names in eval.json; None: the entry's name unless it equals the type"),
+    "every": (None, "steps between runs; None: eval_every; 0: never during training", None, int),
+    "at_end": (None, "also run after the last step; None: when it runs during training", None, bool),
+    "batch_size": (None, "global eval batch; None: batch_size", None, int),
+    "prefix": (
+        None,
+        "prefix of its metric names in eval.json; None: the entry's name unless it equals the type",
+        None,
+        str,
+    ),  # fmt: skip
 }
 
 # One-line docs of the fields most modules share, where a module's docstring does not say more.
@@ -130,6 +135,8 @@ FIELD_DOCS = {
     "fusion_layer": "layers kept per modality before fusion starts",
     "n_bottlenecks": "bottleneck tokens shared between modalities",
     "combine": "how pooled vectors combine",
+    "modalities": "the order modalities are processed in (None: sorted by name)",
+    "joint": "the layers after fusion_layer: 'concat' (shared blocks over all tokens) or 'coattention'",
 }
 
 # Module fields that are never config: the compute dtype comes from model.dtype, the rest are Linen's own.
@@ -157,6 +164,18 @@ def _field_docs(cls) -> dict[str, str]:
     return docs
 
 
+_ANNOTATED = {"int": int, "float": float, "str": str, "bool": bool, "None": None}
+
+
+def _annotated_kind(annotation) -> type | None:
+    """'int | None' -> int: the one plain type a field's annotation allows besides None (None: anything else)."""
+    if not isinstance(annotation, str):
+        annotation = getattr(annotation, "__name__", "")
+    names = [part.strip() for part in annotation.split("|")]
+    kinds = {_ANNOTATED[n] for n in names if n in _ANNOTATED} - {None}
+    return next(iter(kinds)) if len(kinds) == 1 and all(n in _ANNOTATED for n in names) else None
+
+
 def module_keys(cls, where: str) -> dict[str, tuple]:
     """The declaration of a Linen module's configurable fields, from its dataclass fields and docstring."""
     docs = _field_docs(cls)
@@ -173,7 +192,7 @@ def module_keys(cls, where: str) -> dict[str, tuple]:
         doc = docs.get(f.name) or FIELD_DOCS.get(f.name, f"field of {where}")
         if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             doc = f"{REQUIRED} {doc}"
-        keys[f.name] = (default, doc)
+        keys[f.name] = (default, doc, None, _annotated_kind(f.type))
     return keys
 
 

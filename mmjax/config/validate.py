@@ -34,11 +34,13 @@ def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
         f"config key 'batch_size' ({config.batch_size}) must divide over the data axes data x fsdp = "
         f"{sizes['data']} x {sizes['fsdp']}" + (f" times optim.grad_accum_steps={micro}" if micro > 1 else ""),
     )
-    task = task_class(config.task)
+    from mmjax.train.evaluate import supported
+
+    can = supported(task_class(config.task))
     for name, entry in config.evals.items():
         _expect(
-            entry.type in task.EVALUATORS,
-            f"config key 'evals.{name}.type' is {entry.type!r}; task {config.task!r} supports {list(task.EVALUATORS)}",
+            entry.type in can,
+            f"config key 'evals.{name}.type' is {entry.type!r}; task {config.task!r} supports {can}",
         )
         _expect(
             entry.batch_size > 0 and entry.batch_size % data_ways == 0,
@@ -49,6 +51,10 @@ def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
     _expect(
         not config.profile_steps or len(config.profile_steps) == 2,
         f"config key 'profile_steps' must be () or (first, last), got {config.profile_steps!r}",
+    )
+    _expect(
+        not config.init_from.kind or config.init_from.path,
+        f"config key 'init_from.path' is empty but init_from.kind is {config.init_from.kind!r}",
     )
     _validate_model(config)
 

@@ -18,12 +18,17 @@ KEYS = {
     "source": ("shapes", "where records come from (shapes: generated offline; jsonl: your own folder)", SOURCES),
     "task": ("image_text", "record layout of shapes/jsonl/tfds: image_text or vqa", ("image_text", "vqa", None)),
     "data_dir": ("~/tensorflow_datasets", "where prepared datasets live (local path or gs://)"),
-    "path": (None, "jsonl: the folder of train/val/test.jsonl; easy_vqa, fashion_mnist: a local copy of the files"),
-    "name": (None, "tfds: a dataset already prepared as array_record under data_dir, e.g. 'coco_captions:1.1.0'"),
-    "limit": (None, "easy_vqa, fashion_mnist: keep the first N records per split (None: all)"),
-    "fields": (None, "tfds: canonical field -> record path, e.g. {'captions': 'captions/text'}"),
-    "answers": (None, "VQA answer vocabulary; None: the one the dataset records (tfds VQA needs it)"),
-    "question_types": (None, "tfds VQA: question type names (index = question_type id)"),
+    "path": (
+        None,
+        "jsonl: the folder of train/val/test.jsonl; easy_vqa, fashion_mnist: a local copy of the files",
+        None,
+        str,
+    ),  # fmt: skip
+    "name": (None, "tfds: a dataset prepared as array_record under data_dir, e.g. 'coco_captions:1.1.0'", None, str),
+    "limit": (None, "easy_vqa, fashion_mnist: keep the first N records per split (None: all)", None, int),
+    "fields": (None, "tfds: canonical field -> record path, e.g. {'captions': 'captions/text'}", None, dict),
+    "answers": (None, "VQA answer vocabulary; None: the one the dataset records (tfds VQA needs it)", None, tuple),
+    "question_types": (None, "tfds VQA: question type names (index = question_type id)", None, tuple),
     "shapes": {
         "image_size": (64, "side of the generated images, in pixels"),
         "seed": (0, "generator seed: same seed, same bytes"),
@@ -32,7 +37,7 @@ KEYS = {
         "num_test": (1_000, "scenes in the test split"),
         "num_compositional": (1_000, "scenes in the compositional split (held-out attribute pairs)"),
     },
-    "image_size": (None, "side S of the model's input images; None: model.image.image_size"),
+    "image_size": (None, "side S of the model's input images; None: model.image.image_size", None, int),
     "mean": (CLIP_MEAN, "per-channel mean subtracted after scaling to [0, 1]"),
     "std": (CLIP_STD, "per-channel standard deviation divided by after the mean"),
     "random_crop": (True, "training only: random resized crops (off when captions name positions)"),
@@ -41,8 +46,13 @@ KEYS = {
     "flip": (False, "training only: random horizontal flips (off for left/right questions)"),
     "tokenizer": {
         "kind": ("clip", "clip (BPE), bert (WordPiece) or word (a closed word list)", TOKENIZERS),
-        "path": (None, "vocabulary: None = vendored CLIP BPE; bert: vocab.txt or HF dir; word: list or 'shapes'"),
-        "max_length": (None, "T, tokens per text; None: model.text.max_length"),
+        "path": (
+            None,
+            "vocabulary: None = vendored CLIP BPE; bert: vocab.txt or HF dir; word: list or 'shapes'",
+            None,
+            str,
+        ),  # fmt: skip
+        "max_length": (None, "T, tokens per text; None: model.text.max_length", None, int),
         "lowercase": (True, "bert from a plain vocab.txt: lower-case first"),
     },
     "captions": ("random", "caption per image when training; evaluation uses the first unless 'all'", CAPTION_MODES),
@@ -54,19 +64,22 @@ KEYS = {
     "max_text_chars": (1000, "jsonl: longer texts are bad records when preparing"),
     "bad_records": ("skip", "skip (count and log) or fail (raise naming file:line) on a bad record", POLICIES),
     "shuffle": (True, "training: shuffle (a function of seed, epoch and record index)"),
-    "num_epochs": (None, "training passes over the split; None: forever"),
+    "num_epochs": (None, "training passes over the split; None: forever", None, int),
     "read_threads": (2, "threads reading and converting records in each process"),
     "worker_count": (0, "worker processes running the per-record work (0: none)"),
     "worker_buffer_size": (2, "batches each worker prepares ahead"),
 }
 
 
-def default_config(batch_size: int = 256, seed: int = 0, image_size: int = 64, max_length: int = 77):
-    """`config.data` alone, for the pipeline used without the trainer: every default, plus what the trainer
-    fills in (the global `batch_size` and `seed`, and the sizes it derives from the model)."""
+def default_config(image_size: int = 64, max_length: int = 77):
+    """`config.data` alone, for the pipeline used without the trainer: every default, plus what the trainer fills
+    in: the run's global `batch_size` and `seed` (their schema defaults) and the sizes it derives from the model
+    (here the arguments, since there is no model)."""
     import ml_collections
 
-    config = ml_collections.ConfigDict({**defaults(KEYS), "batch_size": batch_size, "seed": seed})
+    from mmjax.config.schema import TOP
+
+    config = ml_collections.ConfigDict({**defaults(KEYS), "batch_size": TOP["batch_size"][0], "seed": TOP["seed"][0]})
     config.image_size = image_size
     config.tokenizer.max_length = max_length
     return config

@@ -22,20 +22,20 @@ import numpy as np
 
 from mmjax import data as mmdata
 from mmjax import eval as mmeval
+from mmjax.config import ConfigError
 from mmjax.train.inputs import data_config
 from mmjax.train.tasks import Task, to_host
 
 
-def predict_split(fn: Callable, params, batches: Iterable[dict]) -> dict[str, np.ndarray]:
-    """fn(params, batch) -> {name: per-example array [B, ...]} over every batch; only real examples are kept."""
-    jitted = jax.jit(fn)
+def predict_split(fn: Callable, params, batches: Iterable[dict], where: str = "the split") -> dict[str, np.ndarray]:
+    """fn(params, batch) -> {name: per-example array [B, ...]} (jit it once: it runs per batch) over every batch,
+    gathered to the host; only real examples are kept (a padded last batch adds none)."""
     chunks: list[dict[str, np.ndarray]] = []
     for batch in batches:
-        out, real = to_host((jitted(params, batch), batch["example_mask"]))
+        out, real = to_host((fn(params, batch), batch["example_mask"]))
         chunks.append({k: v[real.astype(bool)] for k, v in out.items()})
     if not chunks:
-        shapes = jax.eval_shape(fn, params, {})  # pragma: no cover - an empty split has no batch to shape by
-        return {k: np.zeros((0, *v.shape[1:]), v.dtype) for k, v in shapes.items()}
+        raise ValueError(f"{where} has no examples to evaluate")
     return {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
 
 
@@ -45,9 +45,11 @@ class Evaluator:
 
     KEYS: ClassVar[dict] = {}
     DATA: ClassVar[dict] = {}
+    NEEDS: ClassVar[tuple[str, ...]] = ()  # the task methods `predict` calls (checked before a run starts)
 
     def __init__(self, name: str, cfg: ml_collections.ConfigDict, task: Task):
         self.name, self.cfg, self.task = name, cfg, task
+        self.jitted_predict = jax.jit(self.predict)  # compiled once per batch shape, reused at every evaluation
 
     def batches(self, mesh, split: str | None = None):
         cfg = data_config(self.task.config, batch_size=self.cfg.batch_size, **self.DATA)
@@ -61,21 +63,21 @@ class Evaluator:
 
     def run(self, params, mesh, split: str | None = None) -> dict[str, float]:
         """The metrics on the evaluator's split (or `split`), named with the entry's prefix."""
-        metrics = self.metrics(predict_split(self.predict, params, self.batches(mesh, split)))
+        where = f"evals.{self.name} (split {split or self.cfg.split!r})"
+        metrics = self.metrics(predict_split(self.jitted_predict, params, self.batches(mesh, split), where))
         prefix = "/".join(p for p in (split if split and split != self.cfg.split else "", self.cfg.prefix) if p)
         return {f"{prefix}/{k}" if prefix else k: v for k, v in metrics.items()}
 
     def due(self, step: int, total: int) -> bool:
-        """Whether it runs after `step` of a run of `total` steps."""
-        if step == total:
-            return bool(self.cfg.at_end)
-        return self.cfg.every > 0 and step % self.cfg.every == 0
+        """Whether it runs after `step` of a run of `total` steps: on its schedule, and also at the end."""
+        return (self.cfg.every > 0 and step % self.cfg.every == 0) or (step == total and bool(self.cfg.at_end))
 
 
 class Retrieval(Evaluator):
     """Text-to-image and image-to-text recall@{1,5,10} over every caption of the split's images."""
 
     DATA = {"captions": "all"}
+    NEEDS = ("encode_image", "encode_text")
 
     def predict(self, params, batch):
         ids, mask = batch["input_ids"], batch["attention_mask"]
@@ -96,25 +98,27 @@ class ZeroShot(Evaluator):
 
     KEYS = {
         "templates": (mmeval.DEFAULT_TEMPLATES, "prompt templates with one '{}' for the class name"),
-        "classes": (None, "class names (index = label); None: the dataset's"),
+        "classes": (None, "class names (index = label); None: the dataset's", None, tuple),
     }
+    NEEDS = ("encode_image", "encode_text")
+
+    def __init__(self, name, cfg, task):
+        super().__init__(name, cfg, task)
+        self.classes = tuple(cfg.classes or task.info.classes)
+        if not self.classes:
+            raise ConfigError(f"config key 'evals.{name}.classes' must be set: the dataset records no class names")
+        self.encode_text = jax.jit(task.encode_text)
 
     def predict(self, params, batch):
         return {"image": self.task.encode_image(params, batch["image"]), "label": batch["label"]}
 
     def run(self, params, mesh, split: str | None = None):
-        classes = tuple(self.cfg.classes or self.task.info.classes)
-        if not classes:
-            raise ValueError(f"evals.{self.name}.classes: the dataset records no class names; set them")
-        tokenize = self.task.tokenizer
-        encode = jax.jit(self.task.encode_text)
-
         def encode_text(texts):
-            tokens = tokenize(texts)
-            return encode(params, tokens["input_ids"], tokens["attention_mask"])
+            tokens = self.task.tokenizer(texts)
+            return self.encode_text(params, tokens["input_ids"], tokens["attention_mask"])
 
-        self.prompts = mmeval.encode_class_prompts(encode_text, classes, tuple(self.cfg.templates), batch_size=256)
-        self.classes = classes
+        templates = tuple(self.cfg.templates)
+        self.prompts = mmeval.encode_class_prompts(encode_text, self.classes, templates, batch_size=256)
         return super().run(params, mesh, split)
 
     def metrics(self, out):
@@ -131,6 +135,8 @@ class ZeroShot(Evaluator):
 class VQA(Evaluator):
     """VQA accuracy (soft scores) overall and per question type."""
 
+    NEEDS = ("predict_scores",)
+
     def predict(self, params, batch):
         return {"score": self.task.predict_scores(params, batch), "group": batch["question_type"]}
 
@@ -145,6 +151,8 @@ class VQA(Evaluator):
 class Classification(Evaluator):
     """Accuracy of the arg-max class."""
 
+    NEEDS = ("predict_scores",)
+
     def predict(self, params, batch):
         return {"score": self.task.predict_scores(params, batch)}
 
@@ -156,6 +164,7 @@ class Captioning(Evaluator):
     """Greedy captions against every reference caption: BLEU-4 and CIDEr-D."""
 
     DATA = {"captions": "all"}
+    NEEDS = ("generate", "text")
 
     def predict(self, params, batch):
         return {
@@ -177,6 +186,8 @@ class Captioning(Evaluator):
 class Pretrain(Evaluator):
     """Masked-token loss and accuracy over every masked token of the split, pair loss and accuracy over every
     example (each example weighs the same, whichever batch it is in)."""
+
+    NEEDS = ("predict_pretrain",)
 
     def predict(self, params, batch):
         return self.task.predict_pretrain(params, batch)
@@ -200,6 +211,11 @@ EVALUATORS: dict[str, type[Evaluator]] = {
     "captioning": Captioning,
     "pretrain": Pretrain,
 }
+
+
+def supported(task_class) -> list[str]:
+    """The evaluator types a task class can serve: those whose NEEDS it has."""
+    return [name for name, cls in EVALUATORS.items() if all(hasattr(task_class, m) for m in cls.NEEDS)]
 
 
 def build_evaluators(config: ml_collections.ConfigDict, task: Task) -> dict[str, Evaluator]:

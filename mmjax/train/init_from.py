@@ -16,6 +16,7 @@ from typing import Any
 
 import jax
 import numpy as np
+from etils import epath
 from flax import traverse_util
 
 
@@ -26,6 +27,15 @@ def _subtree(tree: Any, path: str, what: str) -> Any:
             raise KeyError(f"init_from.{what} path {path!r}: no {part!r} here; available: {keys}")
         tree = tree[part]
     return tree
+
+
+def check(cfg, params) -> None:
+    """Before any work: `cfg.target` names a subtree of `params` (abstract shapes suffice) and the source exists."""
+    if not cfg.kind:
+        return
+    if not epath.Path(cfg.path).exists():
+        raise FileNotFoundError(f"init_from.path {cfg.path!r} does not exist")
+    _subtree(params, cfg.target, "target")
 
 
 def load_source(cfg) -> Any:

@@ -18,25 +18,36 @@ def data_config(config: ml_collections.ConfigDict, **overrides) -> ml_collection
     return cfg
 
 
-def check_splits(config: ml_collections.ConfigDict, splits: tuple[str, ...] | None) -> None:
-    """Every split the run reads exists: training's `train` and each evaluator's; the error lists those there are."""
+def check_splits(
+    config: ml_collections.ConfigDict, splits: tuple[str, ...] | None, extra: dict[str, str] | None = None
+) -> None:
+    """Every split the run reads exists: training's `train`, each evaluator's and `extra` ({what: split}); the
+    error lists those there are."""
     if splits is None:  # not knowable before preparing (a tfds name that is not prepared fails on opening)
         return
-    needed = [("data", "train")] + [(f"evals.{name}.split", e.split) for name, e in config.evals.items()]
-    for key, split in needed:
+    needed = {
+        "training reads split": "train",
+        **{f"config key 'evals.{n}.split' is": e.split for n, e in config.evals.items()},
+    }
+    needed.update({f"{k} is": v for k, v in (extra or {}).items()})
+    for subject, split in needed.items():
         if mmdata.split_name(split) not in splits:
             what = f"the {config.data.source!r} dataset" + (f" at {config.data.path}" if config.data.path else "")
-            subject = "training reads split 'train'" if key == "data" else f"config key {key!r} is {split!r}"
-            raise ConfigError(f"{subject}, a split {what} does not have; its splits are {list(splits)}")
+            raise ConfigError(f"{subject} {split!r}, a split {what} does not have; its splits are {list(splits)}")
 
 
 def prepare_data(config: ml_collections.ConfigDict) -> mmdata.DatasetInfo:
-    """Check the splits (cheaply, before preparing), then prepare the dataset once and describe it."""
+    """Check the splits (cheaply, before preparing), then prepare the dataset once and describe it.
+
+    Mistakes a user makes in naming the data (a jsonl folder that is not there, a split it lacks, a packaged
+    dataset that is not installed) are ConfigErrors; anything else that fails while preparing is raised as is."""
     cfg = data_config(config)
     try:
-        check_splits(config, mmdata.available_splits(cfg))
+        splits = mmdata.available_splits(cfg)
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
+    check_splits(config, splits)
+    try:
         return mmdata.dataset_info(cfg)
-    except (ValueError, FileNotFoundError) as e:
-        if isinstance(e, ConfigError):
-            raise
+    except FileNotFoundError as e:
         raise ConfigError(str(e).splitlines()[0]) from e

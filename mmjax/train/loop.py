@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import signal
 import time
 from collections.abc import Sequence
@@ -26,7 +27,7 @@ from mmjax import distributed, sharding
 from mmjax.train import init_from as init_from_lib
 from mmjax.train.checkpoint import Checkpointer
 from mmjax.train.evaluate import build_evaluators, run_evaluators
-from mmjax.train.inputs import data_config, prepare_data
+from mmjax.train.inputs import check_splits, data_config, prepare_data
 from mmjax.train.metrics import MetricWriter, Progress, compiled_flops, device_peak_flops
 from mmjax.train.optim import build_optimizer
 from mmjax.train.state import TrainState
@@ -52,16 +53,20 @@ class Setup:
         self.devices = list(devices) if devices is not None else jax.devices()
         mmconfig.validate(config, len(self.devices))
         self.config = config
-        # config.dcn_mesh (multi-slice TPU only) splits mesh axes across slices; None, this is sharding.make_mesh.
-        self.mesh = distributed.make_mesh(config.mesh.to_dict(), self.devices, config.dcn_mesh)
+        # config.dcn_mesh (multi-slice TPU only) splits mesh axes across slices; without it the mesh is one slice's.
+        with _config_errors("dcn_mesh"):
+            self.mesh = distributed.make_mesh(config.mesh.to_dict(), self.devices, config.dcn_mesh)
         self.rules = sharding.get_rules(config.sharding).for_mesh(self.mesh)
         self.info = info if info is not None else prepare_data(config)
         self.task: Task = build_task(config, self.info)
         self.evaluators = build_evaluators(config, self.task)
         self.init_rng, self.state_rng = jax.random.split(jax.random.key(config.seed))
         self.init_batch = self.task.init_batch()
-        abstract_params = jax.eval_shape(self.task.init, self.init_rng, self.init_batch)
-        self.optimizer = build_optimizer(config.optim, _unbox(abstract_params), config.total_steps)
+        abstract_params = sharding.unbox(jax.eval_shape(self.task.init, self.init_rng, self.init_batch))
+        with _config_errors("optim.rules"):
+            self.optimizer = build_optimizer(config.optim, abstract_params, config.total_steps)
+        with _config_errors("init_from"):
+            init_from_lib.check(config.init_from, abstract_params)
         self.abstract_state, self.shardings = sharding.abstract_sharded(self._new_state, self.mesh, self.rules,
                                                                         self.init_rng)  # fmt: skip
         self.batch_sharding = sharding.batch_sharding(self.mesh)
@@ -96,8 +101,10 @@ class Setup:
         state = sharding.create_sharded(self._new_state, self.shardings, self.init_rng)
         cfg = self.config.init_from
         if cfg.kind:
-            loaded = init_from_lib.load_source(cfg)
-            state = state.replace(params=init_from_lib.merge(state.params, loaded, cfg.target))
+            with _config_errors("init_from"):
+                loaded = init_from_lib.load_source(cfg)
+                params = init_from_lib.merge(state.params, loaded, cfg.target)
+            state = state.replace(params=params)
             logger.info("initialized %r from %s %s", cfg.target or "all params", cfg.kind, cfg.path)
         return state
 
@@ -105,9 +112,18 @@ class Setup:
         return mmdata.build_pipeline(data_config(self.config), "train", train=True, mesh=self.mesh)
 
 
-def _unbox(tree: Any) -> Any:
-    is_box = lambda x: hasattr(x, "unbox") and hasattr(x, "names")  # noqa: E731
-    return jax.tree.map(lambda x: x.value if is_box(x) else x, tree, is_leaf=is_box)
+@contextlib.contextmanager
+def _config_errors(key: str):
+    """A mistake in `key` found while building the run (a rule that matches nothing, an init_from subtree that is
+    not there): one line naming the key, like every config error, not a traceback."""
+    try:
+        yield
+    except (ValueError, KeyError, re.error, FileNotFoundError) as e:
+        if isinstance(e, mmconfig.ConfigError):
+            raise
+        message = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+        one_line = "; ".join(line.strip() for line in message.splitlines() if line.strip())
+        raise mmconfig.ConfigError(f"config key {key!r}: {one_line}") from e
 
 
 @contextlib.contextmanager
@@ -217,9 +233,14 @@ class _Loop:
             if done != total and self.evaluate(state, done, total):
                 window_start = time.perf_counter()
             self.progress.update(done, self.last.get("loss"))
-        if total > start:
+        if total > start or not self.evaluated(total):  # a run preempted at its last step still evaluates
             self.evaluate(state, total, total)
         return state
+
+    def evaluated(self, step: int) -> bool:
+        from mmjax.eval import read_eval_json
+
+        return str(step) in read_eval_json(self.workdir).get("history", {})
 
     def log(self, pending, window_start: float, train_it) -> float:
         """Write the mean metrics of the `pending` steps; returns when they finished (the next window's start).
@@ -291,6 +312,8 @@ def evaluate(
     unknown = sorted(set(evals or ()) - set(config.evals))
     if unknown:
         raise mmconfig.ConfigError(f"--evals {unknown}: not in config.evals (there: {sorted(config.evals)})")
+    if split:
+        check_splits(config, mmdata.available_splits(data_config(config)), extra={"--split": split})
     setup = Setup(config, devices)
     ckpt = Checkpointer(epath.Path(workdir) / "checkpoints", async_save=False)
     step = ckpt.latest_step() if step is None else step

@@ -152,4 +152,20 @@ def test_a_fusion_tower_that_does_not_fit_the_visual_inputs_fails_naming_both_ke
 
 def test_vqa_model_kinds_come_from_one_table():
     assert set(tasks.MODEL_KINDS) == {"visualbert", "fusion"}
-    assert set(tasks.labels.VQATask.MODEL_KEYS["kind"][2]) == set(tasks.MODEL_KINDS)
+    assert set(tasks.VQATask.MODEL_KEYS["kind"][2]) == set(tasks.MODEL_KINDS)
+
+
+def test_an_evaluator_runs_on_its_schedule_and_also_at_the_end():
+    from types import SimpleNamespace
+
+    from mmjax.train.evaluate import Evaluator
+
+    def due(every, at_end, total=10):
+        e = Evaluator.__new__(Evaluator)
+        e.cfg = SimpleNamespace(every=every, at_end=at_end)
+        return [s for s in range(1, total + 1) if e.due(s, total)]
+
+    assert due(4, True) == [4, 8, 10]
+    assert due(4, False) == [4, 8]
+    assert due(5, False) == [5, 10]  # on schedule at the last step: at_end=False does not cancel it
+    assert due(0, True) == [10] and due(0, False) == []

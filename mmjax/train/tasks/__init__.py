@@ -11,9 +11,11 @@ import ml_collections
 from mmjax.data import DatasetInfo
 from mmjax.train.tasks.base import DTYPES, Task, to_host, tower_from_config
 from mmjax.train.tasks.captioning import CaptioningTask
+from mmjax.train.tasks.classification import ClassificationTask
 from mmjax.train.tasks.contrastive import ContrastiveTask
-from mmjax.train.tasks.labels import MODEL_KINDS, ClassificationTask, VQATask
+from mmjax.train.tasks.labels import MODEL_KINDS
 from mmjax.train.tasks.pretrain import VisualBertPretrainTask, mask_tokens, mismatch_images
+from mmjax.train.tasks.vqa import VQATask
 
 TASKS: dict[str, type[Task]] = {
     "contrastive": ContrastiveTask,

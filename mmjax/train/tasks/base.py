@@ -5,10 +5,11 @@ the resolved config and a `DatasetInfo` (answers, classes, splits: computed once
 a dataset. What a task declares for the config schema:
   MODEL_KEYS     the keys of `config.model` (a `Named("tower", ...)` group takes a tower's own fields)
   DATA_TASK      the record layout it reads ('image_text' | 'vqa'), unless the config states data.task
-  EVALUATORS     the evaluator types (mmjax.train.evaluate.EVALUATORS) it can serve
   DEFAULT_EVALS  `config.evals` when the config states none
-What it supplies: `model`, `init_batch()`, `init(rng, batch)` (boxed params), `loss(params, batch, rng)`, and
-`step_batch(batch_size)` (placeholder batches for `mmjax bench`).
+What it supplies: `model`, `init_batch()`, `init(rng, batch)` (boxed params), `loss(params, batch, rng)`,
+`step_batch(batch_size)` (placeholder batches for `mmjax bench`), and the predict methods its evaluators name in
+their NEEDS (`encode_image`/`encode_text`, `predict_scores`, `generate`/`text`, `predict_pretrain`): a task
+serves exactly the evaluators whose needs it has.
 """
 
 from __future__ import annotations
@@ -49,7 +50,6 @@ def to_host(tree):
 class Task:
     MODEL_KEYS: ClassVar[dict] = {}
     DATA_TASK: ClassVar[str | None] = None
-    EVALUATORS: ClassVar[tuple[str, ...]] = ()
     DEFAULT_EVALS: ClassVar[dict] = {}
 
     def __init__(self, config: ml_collections.ConfigDict, info: mmdata.DatasetInfo):

@@ -21,11 +21,10 @@ class CaptioningTask(Task):
         "width": (512, "decoder width"),
         "num_layers": (6, "decoder layers"),
         "num_heads": (8, "decoder attention heads"),
-        "mlp_dim": (None, "decoder MLP width; None: 4 x width"),
+        "mlp_dim": (None, "decoder MLP width; None: 4 x width", None, int),
         "dropout_rate": (0.0, "decoder dropout"),
     }
     DATA_TASK = "image_text"
-    EVALUATORS = ("captioning",)
     DEFAULT_EVALS = {"captioning": {"type": "captioning"}}
 
     def __init__(self, config, info):

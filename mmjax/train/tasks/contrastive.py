@@ -21,12 +21,21 @@ class ContrastiveTask(Task):
         "text": TEXT_TOWER,
         "embed_dim": (512, "width of the shared image-text embedding space"),
         "loss": ("softmax", "softmax (CLIP) or sigmoid (SigLIP) contrastive loss", ("softmax", "sigmoid")),
-        "logit_scale_init": (None, "initial log inverse temperature; None: log(1/0.07) (softmax), log(10) (sigmoid)"),
-        "logit_bias_init": (None, "initial logit bias; None: -10 with the sigmoid loss, no bias with softmax"),
+        "logit_scale_init": (
+            None,
+            "initial log inverse temperature; None: log(1/0.07) (softmax), log(10) (sigmoid)",
+            None,
+            float,
+        ),
+        "logit_bias_init": (
+            None,
+            "initial logit bias; None: -10 with the sigmoid loss, no bias with softmax",
+            None,
+            float,
+        ),
         "max_logit_scale": (100.0, "exp(logit_scale) is clamped here"),
     }
     DATA_TASK = "image_text"
-    EVALUATORS = ("retrieval", "zeroshot")
     DEFAULT_EVALS = {"retrieval": {"type": "retrieval"}}
 
     def build_model(self, cfg) -> nn.Module:

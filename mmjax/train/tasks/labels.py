@@ -1,4 +1,4 @@
-"""VQA and classification over fused modalities: an image and a text in, one label (or soft answer scores) out.
+"""What VQA and classification share: an image and a text in, one label (or soft answer scores) out.
 
 config.model.kind picks the model from `MODEL_KINDS`:
   visualbert  VisualBERT (single stream). model.text is a Bert tower; model.visual is 'grid' (model.image's
@@ -15,7 +15,6 @@ import dataclasses
 from collections.abc import Callable
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -30,7 +29,7 @@ from mmjax.models.heads import HEADS
 from mmjax.train.tasks.base import IMAGE_TOWER, Task, tower_from_config
 
 
-def _visualbert(task: _LabelTask, cfg) -> nn.Module:
+def _visualbert(task: LabelTask, cfg) -> nn.Module:
     bert = tower_from_config(cfg.text, task.dtype)
     grid = cfg.visual == "grid"
     visual = RegionEmbeddings(
@@ -50,7 +49,7 @@ def _visualbert_inputs(text: dict, visual: dict) -> tuple[tuple, dict]:
     return (), {**text, **visual}
 
 
-def _fusion(task: _LabelTask, cfg) -> nn.Module:
+def _fusion(task: LabelTask, cfg) -> nn.Module:
     fusion = cfg.fusion.to_dict()
     return Classifier(
         towers={"image": tower_from_config(cfg.image, task.dtype), "text": tower_from_config(cfg.text, task.dtype)},
@@ -74,7 +73,7 @@ class ModelKind:
 MODEL_KINDS = {"visualbert": ModelKind(_visualbert, _visualbert_inputs), "fusion": ModelKind(_fusion, _fusion_inputs)}
 
 
-class _LabelTask(Task):
+class LabelTask(Task):
     """Shared by VQA and classification: model building, inputs, loss; subclasses name the targets."""
 
     MODEL_KEYS = {
@@ -162,60 +161,3 @@ class _LabelTask(Task):
 
     def targets(self, batch):
         raise NotImplementedError
-
-
-class VQATask(_LabelTask):
-    """Visual question answering over the dataset's answer vocabulary; accuracy overall and per question type.
-
-    Targets are the soft answer scores the pipeline provides (`answer_scores`, min(#annotators / 3, 1) for
-    multi-annotator sets, one-hot for single-answer sets), so accuracy is the standard VQA accuracy.
-    """
-
-    DATA_TASK = "vqa"
-    EVALUATORS = ("vqa",)
-    DEFAULT_EVALS = {"vqa": {"type": "vqa"}}
-
-    def __init__(self, config, info):
-        if not info.answers:
-            raise ConfigError("config key 'data.answers' must be set: the dataset records no answer vocabulary")
-        super().__init__(config, info)
-
-    def num_outputs(self) -> int:
-        return len(self.info.answers)
-
-    def targets(self, batch):
-        return batch["answer_scores"].astype(jnp.float32)
-
-    def step_batch(self, batch_size):
-        batch = super().step_batch(batch_size)
-        scores = np.zeros((batch_size, self.num_outputs()), np.float32)
-        scores[:, 0] = 1.0
-        return {**batch, "answer_scores": scores, "question_type": np.zeros((batch_size,), np.int32)}
-
-
-class ClassificationTask(_LabelTask):
-    """One label per (image, text) pair, read from the batch key model.label_key (e.g. 'answer' classifies VQA
-    records); model.num_classes outputs; cross-entropy; accuracy."""
-
-    MODEL_KEYS = {
-        **_LabelTask.MODEL_KEYS,
-        "num_classes": (None, "(required) number of classes"),
-        "label_key": ("label", "the batch key holding the class id (e.g. 'answer' on VQA records)"),
-    }
-    EVALUATORS = ("classification",)
-    DEFAULT_EVALS = {"classification": {"type": "classification"}}
-
-    @classmethod
-    def validate_config(cls, config) -> None:
-        super().validate_config(config)
-        if not isinstance(config.model.num_classes, int) or config.model.num_classes < 2:
-            raise ConfigError(f"config key 'model.num_classes' must be an int >= 2, got {config.model.num_classes!r}")
-
-    def num_outputs(self) -> int:
-        return int(self.config.model.num_classes)
-
-    def targets(self, batch):
-        return jax.nn.one_hot(batch[self.config.model.label_key], self.num_outputs())
-
-    def step_batch(self, batch_size):
-        return {**super().step_batch(batch_size), self.config.model.label_key: np.zeros(batch_size, np.int32)}

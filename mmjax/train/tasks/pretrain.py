@@ -44,7 +44,6 @@ class VisualBertPretrainTask(Task):
         "text": Named("tower", "bert", "the BERT text tower (its vocabulary is the tokenizer's)"),
     }
     DATA_TASK = "image_text"
-    EVALUATORS = ("pretrain",)
     DEFAULT_EVALS = {"pretrain": {"type": "pretrain"}}
 
     @classmethod
