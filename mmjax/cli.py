@@ -106,6 +106,17 @@ def main(argv: list[str] | None = None) -> int:
     except mmconfig.ConfigError as e:
         print(f"mmjax: config error: {e}", file=sys.stderr)
         return 2
+    except _run_errors() as e:  # a workdir in use, checkpoints that cannot be read or written: one line, no traceback
+        print(f"mmjax: error: {e}", file=sys.stderr)
+        return 1
+
+
+def _run_errors() -> tuple[type[Exception], ...]:
+    from mmjax.data import BadRecordError
+    from mmjax.train.checkpoint import CheckpointSaveError, NoIntactCheckpoint
+    from mmjax.train.lock import WorkdirInUse
+
+    return (WorkdirInUse, NoIntactCheckpoint, CheckpointSaveError, BadRecordError)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import fcntl
 import io
 import os
 
@@ -190,10 +191,33 @@ def shapes_builder(
 
 
 def prepare(builder: tfds.core.DatasetBuilder) -> tfds.core.DatasetBuilder:
-    """Writes the dataset as array_record unless it is already there (TFDS then reuses it)."""
+    """Writes the dataset as array_record unless it is already there (TFDS then reuses it). Hold `prepare_lock`
+    from before the builder is made (see sources.open_source)."""
     with _in_memory_shuffle_limit(_half_the_ram()):
         builder.download_and_prepare(file_format="array_record")
     return builder
+
+
+@contextlib.contextmanager
+def prepare_lock(data_dir: str):
+    """An exclusive flock on `<builder's data dir>.lock` while a dataset is prepared.
+
+    Processes preparing the same dataset at once (several runs on one data_dir, the processes of a run launched
+    without a barrier) take turns, so one writes and the others then reuse it: TFDS alone fails the second writer
+    with FileExistsError when it renames its `incomplete` directory. A builder made before the lock was taken
+    has read no dataset_info and would not find the files, so make it again inside. Local disks only: object
+    stores have no lock and rely on the trainer preparing on one process first."""
+    if "://" in str(data_dir):
+        yield
+        return
+    path = f"{os.fspath(data_dir).rstrip(os.sep)}.lock"
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _half_the_ram() -> int:

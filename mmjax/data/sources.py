@@ -117,7 +117,8 @@ def open_source(config, split: str) -> Source:
             question_types=tuple(config.question_types or ()),
             fields=dict(config.fields or {}),
         )
-    builder = builders.prepare(make_builder(config))
+    with builders.prepare_lock(make_builder(config).data_dir):
+        builder = builders.prepare(make_builder(config))
     meta = builder.info.metadata or {}
     # a builder of one layout says so (TASK); the configurable ones (shapes, jsonl) keep it in their config
     task = getattr(builder, "TASK", None) or builder.builder_config.task

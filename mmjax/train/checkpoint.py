@@ -1,21 +1,46 @@
-"""Orbax checkpoints of (train state, data-iterator state, config), saved asynchronously; the newest complete one
+"""Orbax checkpoints of (train state, data-iterator state, config), saved asynchronously; the newest intact one
 is restored on rerun.
 
 A checkpoint directory is only renamed to its final `<step>` name once every file is written (Orbax's atomic
-finalization), so a run killed mid-save leaves a temporary directory that `latest_step` never returns.
+finalization), so a run killed mid-save leaves a temporary directory that `latest_step` never returns. A finished
+step whose files were later damaged (missing, truncated, garbage) is reported in one warning and passed over for
+the next older one (`restore_newest`); nothing is deleted. A save that fails (disk full, no permission) leaves the
+checkpoints already there intact and raises `CheckpointSaveError` naming the step and the cause.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
+import re
+from collections.abc import Callable
 from typing import Any
 
 import grain
 import jax
 import orbax.checkpoint as ocp
 from etils import epath
+from jax.experimental import multihost_utils
 
 logger = logging.getLogger(__name__)
+
+
+class CheckpointSaveError(RuntimeError):
+    """A checkpoint could not be written; the earlier ones are intact."""
+
+
+class NoIntactCheckpoint(RuntimeError):
+    """Every checkpoint of a workdir is damaged: rather than start over silently, the run stops."""
+
+
+def _reason(error: BaseException, step_dir: str) -> str:
+    """'<file>: <first line of the error>' for a failed restore, naming the file of the step when it can."""
+    text = str(error).strip() or type(error).__name__
+    match = re.search(re.escape(step_dir) + r"[^\s'\"]*", text)
+    first = next((line.strip() for line in text.splitlines() if line.strip()), text)
+    where = match.group(0) if match else step_dir
+    return f"{where}: {type(error).__name__}: {first[:300]}"
 
 
 class Checkpointer:
@@ -26,16 +51,78 @@ class Checkpointer:
         self.directory = str(directory if "://" in str(directory) else directory.resolve())
         options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=async_save)
         self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "data", "config"))
+        self._pending: int | None = None  # the step of the save in flight
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
 
     def save(self, step: int, state: Any, data_iterator: Any, config: dict, *, force: bool = False) -> bool:
-        """Start an asynchronous save of `step`; returns whether one was started."""
+        """Start an asynchronous save of `step`; returns whether one was started. An earlier save that failed in
+        the background is reported here (or by `wait`/`close`) as a CheckpointSaveError."""
         items = {"state": ocp.args.StandardSave(state), "config": ocp.args.JsonSave(config)}
         if data_iterator is not None:
             items["data"] = grain.checkpoint.CheckpointSave(data_iterator)
-        return self.manager.save(step, args=ocp.args.Composite(**items), force=force)
+        with self._save_errors(self._pending):  # a background failure of the previous save surfaces here
+            self.manager.wait_until_finished()
+        with self._save_errors(step):
+            started = self.manager.save(step, args=ocp.args.Composite(**items), force=force)
+        self._pending = step if started else self._pending
+        return started
+
+    @contextlib.contextmanager
+    def _save_errors(self, step: int | None):
+        try:
+            yield
+        except Exception as e:  # noqa: BLE001 - whatever the storage raised, the user needs the step and the cause
+            kept = [s for s in self._steps() if step is None or s < step]
+            what = f"step {step}" if step is not None else "the last checkpoint"
+            raise CheckpointSaveError(
+                f"saving {what} to {self.directory} failed ({type(e).__name__}: {str(e).strip().splitlines()[0][:300]}"
+                f"); the checkpoints already there ({', '.join(map(str, kept)) or 'none'}) are intact"
+            ) from e
+
+    def _steps(self) -> list[int]:
+        self.manager.reload()  # what is on disk now (another process may have written)
+        return list(self.manager.all_steps())
+
+    def saved_config(self, step: int) -> dict:
+        """The config `step` was saved with (raises if its file is missing or unreadable)."""
+        return json.loads((epath.Path(self.directory) / str(step) / "config" / "metadata").read_text())
+
+    def restore_newest(
+        self, abstract_state: Any, data_iterator: Any = None, check: Callable[[int, dict], None] | None = None
+    ) -> tuple[int | None, Any]:
+        """(step, state) of the newest checkpoint that reads back whole, or (None, None) when there is none.
+
+        `check(step, saved_config)` runs before each restore: what it raises (a config that does not fit) propagates.
+        A step whose files are missing, truncated or unreadable is reported in one warning and the next older one
+        is tried; if every one is damaged, NoIntactCheckpoint is raised instead of starting over.
+        """
+        damaged: list[str] = []
+        for step in sorted(self._steps(), reverse=True):
+            step_dir = str(epath.Path(self.directory) / str(step))
+            try:
+                saved = self.saved_config(step)
+            except (OSError, ValueError) as e:
+                reason = _reason(e, step_dir)
+            else:
+                if check is not None:
+                    check(step, saved)
+                try:
+                    state = self.restore(step, abstract_state, data_iterator)
+                except Exception as e:  # noqa: BLE001 - any failure to read a step back makes it unusable
+                    reason = _reason(e, step_dir)
+                else:
+                    self._set_aside([int(d.split()[1]) for d in damaged])
+                    return step, state
+            damaged.append(f"step {step} ({reason})")
+            logger.warning("checkpoint step %d is damaged and is passed over (nothing is deleted): %s", step, reason)
+        if damaged:
+            raise NoIntactCheckpoint(
+                f"no intact checkpoint in {self.directory}: {'; '.join(damaged)}. Move them away to start over, "
+                "or train in another --workdir"
+            )
+        return None, None
 
     def restore(self, step: int, abstract_state: Any, data_iterator: Any = None) -> Any:
         """Restore `step` into the shapes and shardings of `abstract_state`; the data iterator in place.
@@ -76,9 +163,30 @@ class Checkpointer:
         restored = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
         return restored["state"]["params"]
 
+    def _set_aside(self, steps: list[int]) -> None:
+        """Rename damaged steps newer than the one restored to `<step>.damaged`, kept for inspection: the resumed
+        run saves those steps again, which Orbax would refuse (or skip) while the damaged ones hold the name."""
+        if not steps:
+            return
+        if jax.process_index() == 0:
+            for step in steps:
+                src = epath.Path(self.directory) / str(step)
+                dst = epath.Path(self.directory) / f"{step}.damaged"
+                n = 1
+                while dst.exists():
+                    dst, n = epath.Path(self.directory) / f"{step}.damaged-{n}", n + 1
+                src.rename(dst)
+                logger.warning("moved the damaged checkpoint step %d to %s", step, dst)
+        if jax.process_count() > 1:
+            multihost_utils.sync_global_devices("mmjax: damaged checkpoints set aside")
+        self.manager.reload()
+
     def wait(self) -> None:
-        self.manager.wait_until_finished()
+        with self._save_errors(self._pending):
+            self.manager.wait_until_finished()
 
     def close(self) -> None:
-        self.manager.wait_until_finished()
-        self.manager.close()
+        try:
+            self.wait()
+        finally:
+            self.manager.close()

@@ -3,7 +3,9 @@ described once before anything compiles."""
 
 from __future__ import annotations
 
+import jax
 import ml_collections
+from jax.experimental import multihost_utils
 
 from mmjax import data as mmdata
 from mmjax.config import ConfigError
@@ -48,6 +50,14 @@ def prepare_data(config: ml_collections.ConfigDict) -> mmdata.DatasetInfo:
         raise ConfigError(str(e)) from e
     check_splits(config, splits)
     try:
-        return mmdata.dataset_info(cfg)
+        # Prepared once per run: process 0 first, the others after it, reusing its files (on a shared disk or
+        # bucket; each host prepares its own local copy otherwise). builders.prepare's file lock covers runs that
+        # share a local data_dir.
+        if jax.process_index() != 0:
+            multihost_utils.sync_global_devices("mmjax: dataset prepared")
+        info = mmdata.dataset_info(cfg)
+        if jax.process_index() == 0 and jax.process_count() > 1:
+            multihost_utils.sync_global_devices("mmjax: dataset prepared")
+        return info
     except FileNotFoundError as e:
         raise ConfigError(str(e).splitlines()[0]) from e

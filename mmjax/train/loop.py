@@ -28,8 +28,10 @@ from mmjax.train import init_from as init_from_lib
 from mmjax.train.checkpoint import Checkpointer
 from mmjax.train.evaluate import build_evaluators, run_evaluators
 from mmjax.train.inputs import check_splits, data_config, prepare_data
+from mmjax.train.lock import WorkdirLock
 from mmjax.train.metrics import MetricWriter, Progress, compiled_flops, device_peak_flops
 from mmjax.train.optim import build_optimizer
+from mmjax.train.resume import check_resume
 from mmjax.train.state import TrainState
 from mmjax.train.step import make_train_step
 from mmjax.train.tasks import Task, build_task
@@ -161,12 +163,25 @@ def train(
     workdir = epath.Path(workdir)  # local or remote (gs://): every host of a pod must see the same workdir
     workdir.mkdir(parents=True, exist_ok=True)
     main = jax.process_index() == 0
+    lock = WorkdirLock(workdir) if main else contextlib.nullcontext()
+    with lock:  # one run per workdir: a second one fails at once, naming the holder
+        return _train(config, workdir, devices, main)
+
+
+def _train(config, workdir: epath.Path, devices, main: bool) -> dict[str, Any]:
     setup = Setup(config, devices)
     ckpt = Checkpointer(workdir / "checkpoints", keep=config.keep_checkpoints)
     train_it = setup.train_data()
-    start = ckpt.latest_step()
+
+    def fits(step: int, saved: dict) -> None:
+        check_resume(saved, config, setup.info, str(workdir), step)
+
+    try:
+        start, state = ckpt.restore_newest(setup.abstract_state, train_it, check=fits)
+    except BaseException:
+        ckpt.close()
+        raise
     if start is not None:
-        state = ckpt.restore(start, setup.abstract_state, train_it)
         logger.info("resumed from step %d in %s", start, ckpt.directory)
     else:
         start, state = 0, setup.init_state()
@@ -178,8 +193,8 @@ def train(
             state = loop.run(state, train_it, ckpt, start, preempted)
     finally:
         progress.close()
-        ckpt.close()
         writer.close()
+        ckpt.close()
     num_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(setup.abstract_state.params))
     # `preempted`: the run saved and stopped early on SIGTERM; a caller looping over runs (a sweep) must stop too.
     return {**loop.last, "params": num_params, "preempted": bool(preempted["set"])}
@@ -316,12 +331,14 @@ def evaluate(
         check_splits(config, mmdata.available_splits(data_config(config)), extra={"--split": split})
     setup = Setup(config, devices)
     ckpt = Checkpointer(epath.Path(workdir) / "checkpoints", async_save=False)
-    step = ckpt.latest_step() if step is None else step
-    if step is None:
-        raise FileNotFoundError(f"no complete checkpoint in {ckpt.directory}; train first")
     chosen = [e for name, e in setup.evaluators.items() if evals is None or name in evals]
     with setup.activations():
-        state = ckpt.restore(step, setup.abstract_state)
+        if step is None:
+            step, state = ckpt.restore_newest(setup.abstract_state)
+        else:
+            state = ckpt.restore(step, setup.abstract_state)
+        if step is None:
+            raise FileNotFoundError(f"no complete checkpoint in {ckpt.directory}; train first")
         metrics = run_evaluators(chosen, state.params, setup.mesh, split)
     if jax.process_index() == 0:
         write_eval_json(epath.Path(workdir) / "eval.json", metrics, step)

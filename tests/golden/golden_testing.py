@@ -76,6 +76,7 @@ def describe(spec: str, data_dir: str) -> dict[str, Any]:
 
     from mmjax import config as mmconfig
     from mmjax import data as mmdata
+    from mmjax.data.real_datasets import FASHION_MNIST_CLASSES
     from mmjax.train.loop import Setup
     from mmjax.train.metrics import compiled_flops
 
@@ -84,7 +85,8 @@ def describe(spec: str, data_dir: str) -> dict[str, Any]:
         overrides += [f"mesh.{axis}={size}" for axis, size in mesh.items()]
         config = mmconfig.load_config(str(REPO / "configs" / spec), overrides)
         # Fashion-MNIST is a Debian package that may be absent; the contrastive model needs nothing from it.
-        info = mmdata.DatasetInfo(splits=("train", "test")) if config.data.source == "fashion_mnist" else None
+        fashion = mmdata.DatasetInfo(splits=("train", "test"), classes=FASHION_MNIST_CLASSES)
+        info = fashion if config.data.source == "fashion_mnist" else None
         return Setup(config, jax.devices()[: math.prod(mesh.values())], info=info)
 
     def flat(tree, is_leaf=None) -> dict[str, Any]:
