@@ -14,26 +14,22 @@ from __future__ import annotations
 import argparse
 import os
 import pathlib
-import sys
 import time
 
 import jax
 from absl import flags
 
+from mmjax import config as mmconfig
 from mmjax.data import build_pipeline
+from mmjax.train.inputs import data_config
 
 CONFIGS = pathlib.Path(__file__).resolve().parent.parent / "configs"
 
 
 def demo_data_config(data_dir: str):
     """`config.data` of the demo with the experiment's global batch size and seed, as the trainer builds it."""
-    sys.path.insert(0, str(CONFIGS))
-    from clip_shapes import get_config  # noqa: PLC0415 (a config file, not a module of the package)
-
-    config = get_config()
-    data = config.data.copy_and_resolve_references()
-    data.update(batch_size=config.batch_size, seed=config.seed, data_dir=data_dir)
-    return data
+    config = mmconfig.load_config(str(CONFIGS / "clip_shapes.py"), [f"data.data_dir={data_dir}"])
+    return data_config(config)
 
 
 def measure(data_dir: str, workers: int, threads: int, batches: int) -> float:

@@ -7,9 +7,14 @@ Sources (`data.source`): "shapes" (default; generated, no download), "easy_vqa" 
 "fashion_mnist" (apt-get install dataset-fashion-mnist), "jsonl" (your own folder), "tfds" (any dataset
 already prepared as array_record under `data.data_dir`).
 
+The global batch sequence is a function of (seed, step) alone, whatever the process, device or worker count:
+shuffling, crops, flips and caption choice are decided per global position, and each process reads its own
+rows of every global batch (`mmjax/data/pipeline.py` tells how, and what becomes of bad records).
+
 Batch keys. Every batch: `image` float32 [B,H,W,3] (normalized with `data.mean`/`data.std`), `index` int32 [B]
 (record position in its split), `image_id` int32 [B] (same image -> same id; -1 if unknown), `example_mask`
-int32 [B] (0 for the padding of a short final eval batch).
+int32 [B] (0 for a row holding no record: the padding of the final eval batch, or a bad record skipped in
+evaluation; such a row is all zeros, with `index` -1).
   image_text: `input_ids`, `attention_mask` int32 [B,T] (one caption: random when training, else the first);
     with `data.captions="all"`: [B,K,T] plus `caption_mask` int32 [B,K]; `label` int32 [B] (image class, -1).
   vqa: `input_ids`, `attention_mask` [B,T] (the question); `answer` int32 [B] (class id in the answer

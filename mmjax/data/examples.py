@@ -8,6 +8,9 @@ What can be done for many records at once is left to `ToExample.finish_batch`, r
 (`FinishBatch`): normalizing the images (one vectorized float32 pass) and tokenizing the texts (one
 `encode_batch` call). Per record, the example carries the chosen text(s) under `TEXT_KEY` (an object array)
 and the image as uint8; the finished batch is the same, bit for bit, as converting each record completely.
+
+A row that stands for no record (the padding of a final eval batch, a skipped bad record in evaluation) is
+`ToExample.placeholder()`: every key of a real example, same shapes and dtypes, no content, `index` -1.
 """
 
 from __future__ import annotations
@@ -117,6 +120,30 @@ class ToExample(grain.transforms.RandomMap):
                 raise BadRecordError(where, reason + " (set data.bad_records='skip' to skip such records)") from e
             return BadRecord(where, reason)
 
+    def placeholder(self) -> dict:
+        """A row holding no record, shaped like `random_map`'s examples so it batches with them: zero image, no
+        text (`finish_batch` leaves its tokens 0), no regions or captions, and -1 ("unknown") for `index`,
+        `image_id`, `label`, `answer` and `question_type`. The pipeline gives it `example_mask` 0."""
+        unknown = np.int32(-1)
+        out = {
+            "index": unknown,
+            "image_id": unknown,
+            "image": np.zeros((self.image.size, self.image.size, 3), np.uint8),
+        }
+        if self.max_regions:
+            out |= self._regions(np.zeros((0, 4), np.float32), np.zeros((0,), np.int32))
+        if self.task == "image_text" and self.captions == "all":
+            out[TEXT_KEY] = np.full((self.max_captions,), None, dtype=object)
+            out["caption_mask"] = np.zeros((self.max_captions,), np.int32)
+        else:
+            out[TEXT_KEY] = _scalar(None)
+        if self.task == "image_text":
+            out["label"] = unknown
+        else:
+            out["answer"], out["question_type"] = unknown, unknown
+            out["answer_scores"] = np.zeros((len(self.answers),), np.float32)
+        return out
+
     def _field(self, record: dict, name: str, default=None):
         path = self.fields.get(name, name)
         try:
@@ -173,7 +200,7 @@ class ToExample(grain.transforms.RandomMap):
     def finish_batch(self, batch: dict) -> dict:
         """A batch of `random_map` outputs -> model inputs: normalized float32 images, tokenized text.
 
-        Rows with `example_mask` 0 (placeholders carrying a skip count) get all-zero images and tokens.
+        Rows with `example_mask` 0 (placeholders: padding, skipped bad records) get all-zero images and tokens.
         """
         batch = dict(batch)
         real = np.asarray(batch[MASK_KEY]).astype(bool)
@@ -206,10 +233,13 @@ class ToExample(grain.transforms.RandomMap):
 
 
 class FinishBatch(grain.transforms.Map):
-    """The batch-level half of `ToExample` (its `finish_batch`), as a grain transform."""
+    """The batch-level half of `ToExample` (its `finish_batch`), as a grain transform: a list of examples (one
+    local batch, in row order) or a dict of stacked ones -> the finished batch."""
 
     def __init__(self, to_example: ToExample):
         self.to_example = to_example
 
-    def map(self, batch: dict) -> dict:
+    def map(self, batch: list[dict] | dict) -> dict:
+        if not isinstance(batch, dict):
+            batch = {k: np.stack([row[k] for row in batch]) for k in batch[0]}
         return self.to_example.finish_batch(batch)

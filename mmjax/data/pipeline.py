@@ -1,17 +1,38 @@
-"""`config.data` -> a grain pipeline -> batches of global `jax.Array`s, with exactly restorable state.
+"""`config.data` -> a grain pipeline -> batches of global `jax.Array`s, the same under any process count.
 
-    source -> [this process's shard] -> seeded shuffle (new order each epoch) -> per-record decode, augment,
-    pick text (`ToExample`) -> drop bad records, counting -> batch -> per-batch normalize and tokenize
-    (`FinishBatch`) -> [worker processes] -> global arrays
+The global batch sequence is a function of (seed, step) alone: never of the number of processes, of devices
+per process, of read threads or of worker processes (`data.worker_count`). Every choice is made at a GLOBAL
+position g of the split's sequence:
 
-Records are read and converted `READ_CHUNK` at a time: one batched array_record read (parallel, in C++) and
-one task for a read thread per chunk, instead of one of each per record, which cost more than the record's
-own work. Work that can be done for a whole batch at once is done there: one vectorized normalization and
-one `encode_batch` call cost far less than 128 small ones. Neither changes a single output value: records,
-their order and their random draws are those of the plain per-record pipeline.
+    source (N records) -> [train: shuffle (a new global permutation each epoch) -> repeat `num_epochs`]
+      position g holds record perm_{g // N}(g % N) (eval: record g)
+    -> decode, augment, pick the text (`ToExample`), randomness seeded by (seed, g): crop, flip, caption
+    -> global batch b = positions [b*B, (b+1)*B); this process reads only its rows R of each (`local_rows`),
+       i.e. position b*B + R[j] is its local row j of batch b, so it reads and converts no other record
+    -> one local batch = one batched read of its |R| records, per-batch normalize and tokenize (`FinishBatch`)
+    -> [read threads; worker processes, each making every W-th local batch, interleaved back in order]
+    -> global arrays (`jax.make_array_from_process_local_data`)
 
-Randomness (shuffle, crops, flips, caption choice) is a pure function of (seed, epoch, record index), so the
-iterator state is small (positions and counters) and restoring it mid-epoch replays the same batches.
+R is what the batch sharding puts on this process's devices (`sharding.batch_sharding`): the union of their
+row blocks, ascending, which is the order `jax.make_array_from_process_local_data` expects. So the assembled
+array holds global batch b, row for row, as a 1-process run does. Without a mesh, process p of P reads rows
+[p*B/P, (p+1)*B/P).
+
+Training drops the last partial global batch of a finite `num_epochs`; evaluation is one ordered pass, its
+last global batch padded to B with placeholder rows (`example_mask` 0, no content, `index` -1).
+
+A bad record (`data.bad_records="skip"`) keeps its slot, so no other row moves. In training the slot takes the
+next good record of the same epoch's order (g+1, g+2, ... wrapping within the epoch), exactly as that record is
+at its own position (same crop, same caption): batches stay full of real examples and losses need no mask. In
+evaluation the slot is a placeholder row (`example_mask` 0) that metrics leave out. Either way the process that
+read it logs it and it is counted (`DataIterator.num_skipped`). "fail" raises naming the record.
+
+The iterator's state is the number of global batches consumed plus the skip count: the same in every process,
+so a checkpoint written under one process count, mesh or worker count resumes exactly under any other.
+
+Speed: a local batch is one batched array_record read (parallel, in C++) and one task for a read thread;
+normalization and tokenization run once per batch (vectorized, one `encode_batch` call). None of this changes
+a value: a batch equals converting each of its records alone (a test checks it).
 """
 
 from __future__ import annotations
@@ -22,56 +43,102 @@ from typing import Any
 
 import grain
 import jax
+import jax.numpy as jnp
 import numpy as np
 from absl import flags, logging
 
 from mmjax.data import preprocess, sources
-from mmjax.data.errors import MASK_KEY, POLICIES, SKIPPED_KEY
-from mmjax.data.errors import DropBadRecords as _DropBadRecords
+from mmjax.data.errors import MASK_KEY, POLICIES, SKIPPED_KEY, BadRecord
 from mmjax.data.examples import CAPTION_MODES, FinishBatch, ToExample
 from mmjax.data.tokenizers import TextTokenizer, tokenizer_from_config
 from mmjax.sharding import batch_sharding
 
 
 class DataIterator(grain.DatasetIterator):
-    """Yields dicts of global `jax.Array`s (or numpy arrays when there is no mesh).
+    """Yields dicts of global `jax.Array`s (or numpy arrays, this process's rows, when there is no mesh).
 
     A grain `DatasetIterator`, so `grain.checkpoint.CheckpointSave(item=it)` puts its state in an Orbax
-    checkpoint; `get_state()` / `set_state()` give the same state as a JSON-able dict.
+    checkpoint; `get_state()` / `set_state()` give the same state as a JSON-able dict: `batches` (global batches
+    consumed) and `num_skipped`. It is the same in every process, so any process's saved state restores any
+    process under any process or worker count.
 
     Attributes:
-      num_skipped: bad records skipped so far (by this process), also logged as they happen.
+      num_skipped: bad records skipped so far in the global batches yielded (with a mesh: all processes' rows;
+        without one: this process's rows). Reading it waits for the last batch's count, not for training.
     """
 
-    def __init__(self, parent: grain.DatasetIterator, batch_size: int, sharding: jax.sharding.Sharding | None):
-        super().__init__(parent)
-        self._batch_size, self._sharding = batch_size, sharding
-        self.num_skipped = 0
+    def __init__(
+        self,
+        batches: grain.MapDataset,
+        *,
+        global_batch: int,
+        rows: np.ndarray,
+        read_options: grain.ReadOptions,
+        workers: grain.MultiprocessingOptions | None,
+        sharding: jax.sharding.NamedSharding | None,
+    ):
+        super().__init__()
+        self._batches, self._global_batch = batches, global_batch
+        self._read_options, self._workers, self._sharding = read_options, workers, sharding
+        # With a mesh whose batch rows are not all on this process, skips are summed on the devices (a tiny
+        # reduction dispatched with each batch, like the train step), so every process knows the global count.
+        self._count_on_devices = sharding is not None and len(rows) < global_batch
+        if sharding is not None:
+            replicated = jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec())
+            self._add = jax.jit(lambda rows, *total: jnp.sum(rows) + sum(total), out_shardings=replicated)
+        self._next_batch, self._it = 0, None
+        self._skipped_host, self._skipped_device = 0, None
 
     def __next__(self) -> dict[str, Any]:
-        batch = next(self._parent)
-        skipped = int(batch.pop(SKIPPED_KEY).sum())
-        if skipped:
-            self.num_skipped += skipped
-            logging.warning("data: skipped %d bad records in this batch, %d so far", skipped, self.num_skipped)
-        # A short final eval batch is padded to the full size (example_mask 0) so it shards like the others;
-        # real examples go first (a placeholder carrying a skip count may sit among them). A full batch of
-        # real examples (nearly every batch) is already in that form.
-        mask = batch[MASK_KEY]
-        if len(mask) != self._batch_size or not mask.all():
-            order = np.argsort(-mask, kind="stable")
-            pad = self._batch_size - len(order)
-            batch = {k: np.concatenate([v[order], np.zeros((pad, *v.shape[1:]), v.dtype)]) for k, v in batch.items()}
+        if self._it is None:
+            self._it = iter(self._dataset(self._next_batch))
+        batch = next(self._it)
+        self._next_batch += 1
+        self._count(batch.pop(SKIPPED_KEY))
         if self._sharding is None:
             return batch
-        return {k: jax.make_array_from_process_local_data(self._sharding, v) for k, v in batch.items()}
+        return {k: self._global(v) for k, v in batch.items()}
+
+    def _dataset(self, start: int) -> grain.IterDataset:
+        ds = self._batches[start:].to_iter_dataset(self._read_options)
+        if self._workers is not None:
+            # Worker processes re-read absl flags on start; unparsed flags would make them exit.
+            if not flags.FLAGS.is_parsed():
+                flags.FLAGS.mark_as_parsed()
+            ds = ds.mp_prefetch(self._workers)  # worker w makes local batches w, w+W, ...; read back in order
+        return ds
+
+    def _global(self, value: np.ndarray) -> jax.Array:
+        shape = (self._global_batch, *value.shape[1:])
+        return jax.make_array_from_process_local_data(self._sharding, value, shape)
+
+    def _count(self, skipped: np.ndarray) -> None:
+        if not self._count_on_devices:
+            self._skipped_host += int(skipped.sum())
+        else:
+            total = () if self._skipped_device is None else (self._skipped_device,)
+            self._skipped_device = self._add(self._global(skipped.astype(np.int32)), *total)
+
+    @property
+    def num_skipped(self) -> int:
+        on_devices = 0 if self._skipped_device is None else int(np.asarray(self._skipped_device.addressable_data(0)))
+        return self._skipped_host + on_devices
 
     def get_state(self) -> dict[str, Any]:
-        return {"pipeline": self._parent.get_state(), "num_skipped": self.num_skipped}
+        return {"batches": self._next_batch, "num_skipped": self.num_skipped}
 
     def set_state(self, state: dict[str, Any]) -> None:
-        self._parent.set_state(state["pipeline"])
-        self.num_skipped = int(state["num_skipped"])
+        self.close()
+        if "batches" not in state:  # written before positions were global: a per-process state
+            logging.warning("data: iterator state %s is from an older mmjax; the pipeline starts over", list(state))
+        self._next_batch = int(state.get("batches", 0))
+        self._skipped_host, self._skipped_device = int(state.get("num_skipped", 0)), None
+
+    def close(self) -> None:
+        """Stops the read threads and worker processes (started again by the next `next`)."""
+        if self._it is not None and hasattr(self._it, "close"):
+            self._it.close()
+        self._it = None
 
 
 def validate(config) -> None:
@@ -106,19 +173,21 @@ def build_pipeline(
       train: shuffle, augment, sample one caption, repeat `num_epochs` and drop the last partial batch;
         else one ordered pass with no augmentation, first caption, the last batch padded. Default: whether
         `split` starts with "train".
-      mesh: if given, batches are global `jax.Array`s with the batch dimension sharded over `batch_axes`.
-      shard_options: which slice of the split this process reads; default `ShardByJaxProcess`. Tests pass
-        explicit options to simulate several hosts.
+      mesh: if given, batches are global `jax.Array`s with the batch dimension sharded over `batch_axes`, and
+        this process reads the rows its devices hold.
+      shard_options: without a mesh, which block of each global batch this process reads: rows
+        [i*B/n, (i+1)*B/n) for shard_index i of shard_count n (default: this JAX process of all). Tests pass
+        explicit options to simulate several hosts; not allowed with a mesh, which decides the rows itself.
       tokenizer: overrides `config.tokenizer`.
     Returns:
-      A `DataIterator`; batch size per process = `config.batch_size / process count`.
+      A `DataIterator`; the global batch size is `config.batch_size`, whatever the process count.
     """
     validate(config)
     train = split.startswith("train") if train is None else train
-    shard_options = shard_options or grain.sharding.ShardByJaxProcess(drop_remainder=True)
-    if config.batch_size % shard_options.shard_count:
-        raise ValueError(f"data.batch_size={config.batch_size} must divide over {shard_options.shard_count} processes")
-    local_batch = config.batch_size // shard_options.shard_count
+    sharding = batch_sharding(mesh, batch_axes) if mesh is not None else None
+    if sharding is not None and shard_options is not None:
+        raise ValueError("build_pipeline: pass a mesh or shard_options, not both (the mesh decides the rows)")
+    rows = local_rows(config.batch_size, sharding=sharding, shard_options=shard_options)
     source = sources.open_source(config, split)
     if train and config.holdout_labels:
         source = sources.without_labels(source, config.holdout_labels)
@@ -147,47 +216,65 @@ def build_pipeline(
         text_overflow=config.text_overflow,
         bad_records=config.bad_records,
     )
+    # The global sequence: position g of the (shuffled, repeated) split, converted with randomness of (seed, g).
     ds = grain.MapDataset.source(_BatchedReads(source.data))
+    num_records = len(ds)
     # Repeating reads past the end with growing indices; modulo gives back the record's position in the split.
-    ds = ds.map_with_index(functools.partial(_with_index, num_records=len(ds)))
-    ds = ds[shard_slice(len(ds), shard_options)].seed(config.seed)
+    ds = ds.map_with_index(functools.partial(_with_index, num_records=num_records)).seed(config.seed)
     if train:
         ds = ds.shuffle() if config.shuffle else ds
         ds = ds.repeat(config.num_epochs)
-    ds = _Chunks(ds.random_map(to_example), READ_CHUNK)
-    prefetch = max(2, math.ceil(2 * local_batch / READ_CHUNK))  # chunks: about two batches ahead
-    ds = _Unchunk(ds.to_iter_dataset(grain.ReadOptions(num_threads=config.read_threads, prefetch_buffer_size=prefetch)))
-    ds = _DropBadRecords(ds).batch(local_batch, drop_remainder=train).map(FinishBatch(to_example))
+    ds = ds.random_map(to_example)
+    batch = config.batch_size
+    num_batches = len(ds) // batch if train else math.ceil(num_records / batch)
+    ds = _LocalRows(ds, batch, rows, num_batches, num_records, to_example, substitute=train)
+    # One element per local batch: one batched read, one read-thread task, one FinishBatch.
+    ds = _Chunks(ds, len(rows)).map(FinishBatch(to_example))
+    workers = None
     if config.worker_count > 0:
-        # Worker processes re-read absl flags on start; unparsed flags would make them exit.
-        if not flags.FLAGS.is_parsed():
-            flags.FLAGS.mark_as_parsed()
-        ds = ds.mp_prefetch(grain.MultiprocessingOptions(config.worker_count, config.worker_buffer_size))
-    sharding = batch_sharding(mesh, batch_axes) if mesh is not None else None
-    return DataIterator(iter(ds), local_batch, sharding)
+        workers = grain.MultiprocessingOptions(config.worker_count, config.worker_buffer_size)
+    return DataIterator(
+        ds,
+        global_batch=batch,
+        rows=rows,
+        # threads each make one local batch; enough batches ahead to keep them all busy
+        read_options=grain.ReadOptions(
+            num_threads=config.read_threads, prefetch_buffer_size=max(2, config.read_threads)
+        ),
+        workers=workers,
+        sharding=sharding,
+    )
 
 
-def shard_slice(num_records: int, options: grain.sharding.ShardOptions) -> slice:
-    """The contiguous block of records shard `shard_index` of `shard_count` reads.
+def local_rows(
+    batch_size: int,
+    *,
+    sharding: jax.sharding.Sharding | None = None,
+    shard_options: grain.sharding.ShardOptions | None = None,
+) -> np.ndarray:
+    """The rows of every global batch this process reads, ascending.
 
-    With `drop_remainder` every shard gets floor(N / count) records, so processes step in lockstep; otherwise
-    the first N % count shards get one more.
+    With `sharding`: the row blocks its addressable devices hold (once each, however many devices replicate
+    them), in the order `jax.make_array_from_process_local_data` maps local rows to global ones. Otherwise
+    block `shard_index` of `shard_count` (default: this JAX process of all) of equal contiguous blocks.
     """
+    if sharding is not None:
+        try:
+            indices = sharding.addressable_devices_indices_map((batch_size,))
+        except ValueError as e:
+            raise ValueError(f"data.batch_size={batch_size} must divide over the mesh's batch shards: {e}") from e
+        blocks = sorted({index[0].indices(batch_size)[:2] for index in indices.values()})
+        return np.concatenate([np.arange(start, stop) for start, stop in blocks])
+    options = shard_options or grain.sharding.ShardByJaxProcess()
     index, count = options.shard_index, options.shard_count
-    if options.drop_remainder:
-        size = num_records // count
-        return slice(index * size, (index + 1) * size)
-    base, extra = divmod(num_records, count)
-    start = index * base + min(index, extra)
-    return slice(start, start + base + (index < extra))
+    if batch_size % count:
+        raise ValueError(f"data.batch_size={batch_size} must divide over {count} processes")
+    size = batch_size // count
+    return np.arange(index * size, (index + 1) * size)
 
 
 def _with_index(index: int, record: dict, num_records: int) -> dict:
     return {**record, "index": index % num_records}
-
-
-# Records per read task; any value gives the same batches (tests use others).
-READ_CHUNK = 32
 
 
 class _BatchedReads:
@@ -210,6 +297,75 @@ class _BatchedReads:
         return sources.read_many(self._data, indices)
 
 
+class _LocalRows(grain.MapDataset):
+    """This process's rows of the global sequence `parent`, ready to batch.
+
+    Element j is global position (j // L) * B + rows[j % L] (L = len(rows)): row rows[j % L] of global batch
+    j // L. Each carries `example_mask` and `num_skipped`; a position past the end of an eval pass is a
+    placeholder (mask 0), and a bad record is replaced as the module docstring says.
+    """
+
+    def __init__(
+        self,
+        parent: grain.MapDataset,
+        batch_size: int,
+        rows: np.ndarray,
+        num_batches: int,
+        num_records: int,
+        to_example: ToExample,
+        *,
+        substitute: bool,
+    ):
+        super().__init__(parent)
+        self._batch, self._rows, self._num_batches = batch_size, [int(r) for r in rows], num_batches
+        self._num_records, self._to_example, self._substitute = num_records, to_example, substitute
+
+    def __len__(self) -> int:
+        return self._num_batches * len(self._rows)
+
+    def __str__(self) -> str:
+        return f"LocalRows({len(self._rows)} of {self._batch})"
+
+    def _position(self, index: int) -> int:
+        batch, row = divmod(index, len(self._rows))
+        return batch * self._batch + self._rows[row]
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return self.slice(index)
+        position = self._position(index)
+        return self._row(position, self._parent[position] if position < len(self._parent) else None)
+
+    def _getitems(self, indices) -> list:
+        positions = [self._position(i) for i in indices]
+        present = [p for p in positions if p < len(self._parent)]
+        found = dict(zip(present, self._parent._getitems(present)))
+        return [self._row(p, found.get(p)) for p in positions]
+
+    def _row(self, position: int, element) -> dict:
+        skipped = 0
+        if isinstance(element, BadRecord):
+            skipped = 1
+            stand_in = "the next good record" if self._substitute else "a masked row"
+            logging.warning("skipping bad record %s: %s (its slot takes %s)", element.where, element.reason, stand_in)
+            element = self._next_good(position, element) if self._substitute else None
+        if element is None:
+            element, mask = self._to_example.placeholder(), 0
+        else:
+            mask = 1
+        element[MASK_KEY], element[SKIPPED_KEY] = np.int32(mask), np.int32(skipped)
+        return element
+
+    def _next_good(self, position: int, bad: BadRecord) -> dict:
+        """The first good example after `position` in the same epoch (wrapping around within it)."""
+        epoch, offset = divmod(position, self._num_records)
+        for step in range(1, self._num_records):
+            element = self._parent[epoch * self._num_records + (offset + step) % self._num_records]
+            if not isinstance(element, BadRecord):
+                return element
+        raise ValueError(f"data.bad_records='skip': every record of the split is bad, the last: {bad.where}")
+
+
 class _Chunks(grain.MapDataset):
     """Element i is the list of the parent's elements [i * size, (i + 1) * size), fetched in one `_getitems`."""
 
@@ -229,38 +385,3 @@ class _Chunks(grain.MapDataset):
 
     def __str__(self) -> str:
         return f"Chunks({self._size})"
-
-
-class _Unchunk(grain.IterDataset):
-    """Flattens an iterator of lists back into their elements; its state is (chunk's start state, offset)."""
-
-    def __iter__(self) -> _UnchunkIterator:
-        return _UnchunkIterator(self._parent.__iter__())
-
-    def __str__(self) -> str:
-        return "Unchunk"
-
-
-class _UnchunkIterator(grain.DatasetIterator):
-    def __init__(self, parent: grain.DatasetIterator):
-        super().__init__(parent)
-        self._chunk_state = parent.get_state()  # the parent's state just before the current chunk
-        self._chunk, self._offset = [], 0
-
-    def __next__(self):
-        while self._offset >= len(self._chunk):
-            state = self._parent.get_state()
-            self._chunk = next(self._parent)
-            self._chunk_state, self._offset = state, 0
-        self._offset += 1
-        return self._chunk[self._offset - 1]
-
-    def get_state(self) -> dict[str, Any]:
-        return {"parent": self._chunk_state, "offset": self._offset}
-
-    def set_state(self, state: dict[str, Any]) -> None:
-        self._parent.set_state(state["parent"])
-        self._chunk_state, self._chunk, self._offset = state["parent"], [], 0
-        if state["offset"]:
-            self._chunk = next(self._parent)
-            self._offset = state["offset"]

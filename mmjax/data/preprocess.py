@@ -5,8 +5,8 @@ become float32 only at the end: `(x / 255 - mean) / std`, NHWC, so models receiv
 architecture fixes. The pipeline augments each record (`ImagePreprocessor.augment`, uint8) and normalizes a
 whole batch at once (`ImagePreprocessor.normalize`, elementwise, so the values are the same bit for bit as
 per-record normalization). An image already of the output size with no crop requested is not resampled.
-Randomness comes from the per-record generator grain derives from the pipeline seed and the record index,
-which is what makes a restored iterator reproduce its batches exactly.
+Randomness comes from the per-example generator grain derives from the pipeline seed and the example's global
+position, which is what makes batches independent of the process count and a restored iterator replay them.
 """
 
 from __future__ import annotations

@@ -128,32 +128,30 @@ class Checkpointer:
         """Restore `step` into the shapes and shardings of `abstract_state`; the data iterator in place.
 
         `abstract_state` holds jax.ShapeDtypeStruct leaves with shardings, so each array is read directly into
-        its place on the current mesh, whatever mesh or process count wrote it. The data iterator's state is
-        per process (each reads its own shard of the records), so it is only restored with the process count
-        that saved it; with another count the pipeline starts over, with a warning.
+        its place on the current mesh, whatever mesh or process count wrote it. The data iterator's state is its
+        global position, the same in every process's file, so it too restores under any process count.
         """
         items = {"state": ocp.args.StandardRestore(abstract_state)}
-        if data_iterator is not None and self._has_data_state(step):
-            items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
+        data_state = self._data_state(step) if data_iterator is not None else None
         restored = self.manager.restore(step, args=ocp.args.Composite(**items))
+        if data_state is not None:
+            data_iterator.set_state(data_state)
         return restored["state"]
 
-    def _has_data_state(self, step: int) -> bool:
-        """Whether `step` holds a data-iterator state for this process under the current process count."""
-        # grain names the file process_<index>-of-<count>.json (grain 0.2 checkpoint handler).
+    def _data_state(self, step: int) -> dict | None:
+        """The data-iterator state saved with `step`: this process's file if the same process count wrote it,
+        else any (grain names them process_<index>-of-<count>.json; their contents are equal)."""
         data = epath.Path(self.directory) / str(step) / "data"
-        if (data / f"process_{jax.process_index()}-of-{jax.process_count()}.json").exists():
-            return True
-        saved = sorted(p.name for p in data.glob("process_*.json")) if data.exists() else []
-        logger.warning(
-            "step %d: no data-iterator state for process %d of %d (saved: %s); the input pipeline starts from its "
-            "beginning, so examples seen before the checkpoint may be seen again",
-            step,
-            jax.process_index(),
-            jax.process_count(),
-            ", ".join(saved) or "none",
-        )
-        return False
+        own = data / f"process_{jax.process_index()}-of-{jax.process_count()}.json"
+        saved = [own] if own.exists() else sorted(data.glob("process_*.json")) if data.exists() else []
+        if not saved:
+            logger.warning(
+                "step %d: no data-iterator state; the input pipeline starts from its beginning, so examples seen "
+                "before the checkpoint may be seen again",
+                step,
+            )
+            return None
+        return json.loads(saved[0].read_text())
 
     def restore_params(self, step: int | None = None) -> Any:
         """Only the parameters of a checkpoint (for `init_from`), as jax.Arrays placed as they were saved."""

@@ -1,4 +1,5 @@
-"""The pipeline: batch layout, exact restore, disjoint shards, global arrays, worker processes."""
+"""The pipeline: batch layout, exact restore, the same global batches under any process or worker count, global
+arrays."""
 
 import grain
 import jax
@@ -34,6 +35,27 @@ def _assert_same(batches_a, batches_b):
             np.testing.assert_array_equal(a[k], b[k], err_msg=k)
 
 
+def _random_config(config):
+    """Every random choice on: shuffle, crops, flips, one caption drawn per image."""
+    cfg = config.copy_and_resolve_references()
+    cfg.update(shuffle=True, random_crop=True, flip=True, captions="random")
+    return cfg
+
+
+def _processes(cfg, split, n, *, train=True):
+    """n simulated processes (no mesh): process i reads rows [i*B/n, (i+1)*B/n) of each global batch."""
+    return [
+        pipeline.build_pipeline(cfg, split, train=train, shard_options=grain.sharding.ShardOptions(i, n))
+        for i in range(n)
+    ]
+
+
+def _global(iterators, steps):
+    """The processes' local batches of each step, concatenated in process order: the global batches."""
+    local = [_take(it, steps) for it in iterators]
+    return [{k: np.concatenate([p[s][k] for p in local]) for k in local[0][s]} for s in range(steps)]
+
+
 def test_image_text_batch_layout(config):
     batch = next(pipeline.build_pipeline(config, "train"))
     assert batch["image"].shape == (8, 24, 24, 3) and batch["image"].dtype == np.float32
@@ -49,7 +71,8 @@ def test_eval_pass_is_ordered_complete_and_padded(config):
     index = np.concatenate([b["index"] for b in batches])
     mask = np.concatenate([b["example_mask"] for b in batches])
     np.testing.assert_array_equal(index[mask == 1], np.arange(13))
-    assert mask.sum() == 13 and (index[mask == 0] == 0).all()
+    np.testing.assert_array_equal(mask, np.arange(16) < 13)  # the padding is the tail of the last batch
+    assert (index[mask == 0] == -1).all() and not batches[1]["image"][5:].any()
 
 
 def test_all_captions_mode_for_retrieval(config):
@@ -85,18 +108,46 @@ def test_state_goes_through_grain_checkpoint_handler(config, tmp_path):
     _assert_same(_take(restored, 2), expected)
 
 
-@pytest.mark.parametrize("train", [False, True])
-def test_two_shards_are_disjoint_and_cover_the_split(config, train):
-    cfg = config.copy_and_resolve_references()
-    cfg.batch_size = 4  # 2 per shard; 40 records = 10 batches per shard per epoch
-    seen = []
-    for shard in range(2):
-        options = grain.sharding.ShardOptions(shard_index=shard, shard_count=2, drop_remainder=train)
-        it = pipeline.build_pipeline(cfg, "train", train=train, shard_options=options)
-        batches = _take(it, 10)
-        assert all(len(b["index"]) == 2 for b in batches)
-        seen.append({int(i) for b in batches for i, m in zip(b["index"], b["example_mask"]) if m})
-    assert not seen[0] & seen[1] and seen[0] | seen[1] == set(range(40))
+def test_global_batches_do_not_depend_on_the_process_count(config):
+    """Shuffle, crops, flips and caption draws are decided per global position: n processes, each reading its
+    block of every global batch, together yield exactly the batches of one process, across epochs (40 records,
+    batch 8: five batches an epoch, each epoch shuffled anew)."""
+    cfg = _random_config(config)
+    expected = _take(pipeline.build_pipeline(cfg, "train"), 12)
+    for n in (2, 4):
+        _assert_same(_global(_processes(cfg, "train", n), 12), expected)
+    # The draws are really random: other seed, other batches (order, crops, captions).
+    cfg.seed = 1
+    other = _take(pipeline.build_pipeline(cfg, "train"), 1)[0]
+    assert (other["index"] != expected[0]["index"]).any()
+
+
+@pytest.mark.parametrize("n", [4, 8])
+def test_eval_batches_do_not_depend_on_the_process_count(config, n):
+    """13 records, batch 8: with 8 processes, several read only padding in the last batch."""
+    expected = _take(pipeline.build_pipeline(config, "validation"), 2)
+    _assert_same(_global(_processes(config, "validation", n, train=False), 2), expected)
+    for it in _processes(config, "validation", n, train=False):
+        assert len(list(it)) == 2  # every process yields the same number of batches, then stops
+
+
+def test_state_moves_between_process_counts(config):
+    """A state saved by any process of a 2-process run resumes 1 process (and 1 -> 4) exactly where the
+    uninterrupted run is: the state is the global position, the same in every process."""
+    cfg = _random_config(config)
+    expected = _take(pipeline.build_pipeline(cfg, "train"), 9)
+    two = _processes(cfg, "train", 2)
+    for it in two:
+        _take(it, 3)
+    states = [it.get_state() for it in two]
+    assert states[0] == states[1] == {"batches": 3, "num_skipped": 0}
+    one = pipeline.build_pipeline(cfg, "train")
+    one.set_state(states[1])
+    _assert_same(_take(one, 3), expected[3:6])
+    four = _processes(cfg, "train", 4)
+    for it in four:
+        it.set_state(one.get_state())
+    _assert_same(_global(four, 3), expected[6:9])
 
 
 def test_global_arrays_on_a_mesh(config):
@@ -107,6 +158,15 @@ def test_global_arrays_on_a_mesh(config):
         assert isinstance(value, jax.Array) and value.shape[0] == 8, key
         assert value.sharding.spec == jax.sharding.PartitionSpec(("data",)), key
     assert len(batch["image"].addressable_shards) == len(devices)
+    # Whatever the mesh's device order, the rows are the batch without a mesh.
+    reverse = jax.sharding.Mesh(np.array(devices[::-1]).reshape(2, 4), ("data", "fsdp"))
+    expected = _take(pipeline.build_pipeline(config, "train"), 1)
+    _assert_same(_take(pipeline.build_pipeline(config, "train", mesh=reverse), 1), expected)
+    np.testing.assert_array_equal(pipeline.local_rows(8, sharding=pipeline.batch_sharding(reverse)), np.arange(8))
+    with pytest.raises(ValueError, match="data.batch_size=6 must divide over the mesh's batch shards"):
+        pipeline.local_rows(6, sharding=pipeline.batch_sharding(reverse))
+    with pytest.raises(ValueError, match="a mesh or shard_options, not both"):
+        pipeline.build_pipeline(config, "train", mesh=mesh, shard_options=grain.sharding.ShardOptions(0, 2))
 
 
 def test_vqa_batches_with_regions(config):
@@ -145,19 +205,45 @@ def test_train_question_types_keeps_exactly_those_records_for_training_only(conf
         pipeline.build_pipeline(cfg, "train")
 
 
-def test_worker_processes_yield_the_same_examples(config):
-    cfg = config.copy_and_resolve_references()
+def test_worker_processes_yield_the_same_batches(config):
+    """Workers each make whole local batches (every 2nd), read back in order: the same batches, in the same
+    order, as no workers; and the state moves between worker counts."""
+    cfg = _random_config(config)
+    expected = _take(pipeline.build_pipeline(cfg, "train"), 6)
     cfg.worker_count = 2
-    with_workers = pipeline.build_pipeline(cfg, "validation")
-    batches = _take(with_workers, 2)
-    with_workers.close()
-    # Workers each read a slice and interleave their batches, so compare examples by index, not order.
-    reference = _take(pipeline.build_pipeline(config, "validation"), 2)
-    by_index = {int(i): img for b in reference for i, img, m in zip(b["index"], b["image"], b["example_mask"]) if m}
-    got = [(int(i), img) for b in batches for i, img, m in zip(b["index"], b["image"], b["example_mask"]) if m]
-    assert sorted(i for i, _ in got) == list(range(13))
-    for i, img in got:
-        np.testing.assert_array_equal(img, by_index[i])
+    with_workers = pipeline.build_pipeline(cfg, "train")
+    try:
+        _assert_same(_take(with_workers, 3), expected[:3])
+        state = with_workers.get_state()
+    finally:
+        with_workers.close()
+    cfg.worker_count = 0
+    restored = pipeline.build_pipeline(cfg, "train")
+    restored.set_state(state)
+    _assert_same(_take(restored, 3), expected[3:])
+
+
+def test_placeholder_rows_are_shaped_like_examples(config):
+    """Padding and masked rows batch with real ones: same keys, shapes and dtypes for every layout."""
+    source = sources.open_source(config, "train")
+    tokenizer = clip_tokenizer(max_length=24)
+    image = preprocess.ImagePreprocessor(size=24)
+    record = {**source.data[0], "index": 0}
+    for captions, regions in (("random", 0), ("all", 3), ("first", 2)):
+        to_example = examples.ToExample("image_text", image, tokenizer, "s", captions=captions, max_regions=regions)
+        real, placeholder = to_example.random_map(record, np.random.default_rng(0)), to_example.placeholder()
+        assert real.keys() == placeholder.keys()
+        for k in real:
+            assert (real[k].shape, real[k].dtype) == (placeholder[k].shape, placeholder[k].dtype), k
+    vqa_config = config.copy_and_resolve_references()
+    vqa_config.task = "vqa"
+    vqa_source = sources.open_source(vqa_config, "train")
+    to_example = examples.ToExample("vqa", image, tokenizer, "s", answers=vqa_source.answers)
+    real = to_example.random_map({**vqa_source.data[0], "index": 0}, np.random.default_rng(0))
+    placeholder = to_example.placeholder()
+    assert real.keys() == placeholder.keys()
+    for k in real:
+        assert (real[k].shape, real[k].dtype) == (placeholder[k].shape, placeholder[k].dtype), k
 
 
 @pytest.mark.parametrize("captions", ["random", "all"])
@@ -170,10 +256,9 @@ def test_batch_level_work_equals_per_record_conversion(config, captions):
     to_example = examples.ToExample("image_text", image, tokenizer, "shapes/train", captions=captions, max_captions=3)
     records = [{**source.data[i], "index": i} for i in range(6)]
     rows = [to_example.random_map(r, np.random.default_rng(i)) for i, r in enumerate(records)]
-    rows[4] = {k: np.zeros_like(v) for k, v in rows[4].items()}  # a placeholder row, as DropBadRecords makes
+    rows[4] = to_example.placeholder()  # a placeholder row, as padding and masked bad records are
     mask = np.array([1, 1, 1, 1, 0, 1], np.int32)
-    batch = {k: np.stack([row[k] for row in rows]) for k in rows[0]} | {"example_mask": mask}
-    got = to_example.finish_batch(batch)
+    got = examples.FinishBatch(to_example).map([row | {"example_mask": m} for row, m in zip(rows, mask)])
     for i, record in enumerate(records):
         if not mask[i]:
             for key in ("image", "input_ids", "attention_mask"):
@@ -188,16 +273,3 @@ def test_batch_level_work_equals_per_record_conversion(config, captions):
         np.testing.assert_array_equal(got["input_ids"][i].reshape(-1, 24), want["input_ids"])
         np.testing.assert_array_equal(got["attention_mask"][i].reshape(-1, 24), want["attention_mask"])
     assert got["image"].dtype == np.float32 and got["input_ids"].dtype == np.int32
-
-
-def test_read_chunk_size_changes_nothing(config, monkeypatch):
-    """Records are read in chunks; batches and mid-chunk restores must not depend on the chunk size."""
-    expected = _take(pipeline.build_pipeline(config, "train"), 7)
-    monkeypatch.setattr(pipeline, "READ_CHUNK", 3)  # chunks straddle batches (8) and epochs (40 records)
-    it = pipeline.build_pipeline(config, "train")
-    _assert_same(_take(it, 2), expected[:2])
-    state = it.get_state()
-    _assert_same(_take(it, 5), expected[2:])
-    restored = pipeline.build_pipeline(config, "train")
-    restored.set_state(state)
-    _assert_same(_take(restored, 5), expected[2:])

@@ -113,3 +113,71 @@ def test_config_errors_name_the_key(config):
         cfg[key] = value
         with pytest.raises(ValueError, match=match):
             pipeline.build_pipeline(cfg, "val", shard_options=pipeline.grain.sharding.ShardOptions(0, 2))
+
+
+def _take(it, n):
+    return [{k: np.asarray(v) for k, v in next(it).items()} for _ in range(n)]
+
+
+def test_bad_records_keep_their_slot_in_training_under_any_process_count(config):
+    """Training: a bad record's slot takes the next good record of the epoch's order, so no other row moves,
+    batches hold only real examples, and the batches are the same for 1, 2 or 4 processes."""
+    cfg = config.copy_and_resolve_references()
+    cfg.shuffle = False  # positions in split order, so the stand-ins can be predicted
+    # Which positions are bad (TFDS shuffled the records when writing): the masked rows of an eval pass.
+    evaluated = list(pipeline.build_pipeline(cfg, "val", train=False))
+    mask = np.concatenate([b["example_mask"] for b in evaluated])[:11]
+    assert (np.concatenate([b["index"] for b in evaluated])[:11][mask == 0] == -1).all() and mask.sum() == 8
+    good = [g for g in range(11) if mask[g]]
+    stand_in = [g if mask[g] else min((h for h in good if h > g), default=good[0]) for g in range(11)]
+    it = pipeline.build_pipeline(cfg, "val", train=True)
+    batches = _take(it, 5)  # 20 positions: epoch 1, then 9 of epoch 2
+    assert all((b["example_mask"] == 1).all() for b in batches)
+    np.testing.assert_array_equal(np.concatenate([b["index"] for b in batches]), (stand_in * 2)[:20])
+    assert it.num_skipped == 3 + sum(not m for m in mask[:9]) and it.get_state()["num_skipped"] == it.num_skipped
+
+    cfg.shuffle = True
+    one = pipeline.build_pipeline(cfg, "val", train=True)
+    expected = _take(one, 6)  # 24 positions: two epochs and 2 positions of a third
+    assert 6 <= one.num_skipped <= 8
+    for n in (2, 4):
+        its = [
+            pipeline.build_pipeline(cfg, "val", train=True, shard_options=pipeline.grain.sharding.ShardOptions(i, n))
+            for i in range(n)
+        ]
+        local = [_take(p, 6) for p in its]
+        for step, want in enumerate(expected):
+            for k in want:
+                np.testing.assert_array_equal(np.concatenate([p[step][k] for p in local]), want[k], err_msg=k)
+        # Without a mesh each process counts the bad slots of its own rows; together, every one.
+        assert sum(p.num_skipped for p in its) == one.num_skipped
+
+
+def test_bad_records_are_masked_in_evaluation_under_any_process_count(config):
+    expected = list(pipeline.build_pipeline(config, "val", train=False))
+    assert len(expected) == 3 and sum(int((b["example_mask"] == 0).sum()) for b in expected) == 4  # 3 bad + 1 pad
+    its = [
+        pipeline.build_pipeline(config, "val", train=False, shard_options=pipeline.grain.sharding.ShardOptions(i, 2))
+        for i in range(2)
+    ]
+    local = [list(p) for p in its]
+    for step, want in enumerate(expected):
+        for k in want:
+            np.testing.assert_array_equal(np.concatenate([p[step][k] for p in local]), want[k], err_msg=k)
+    assert sum(p.num_skipped for p in its) == 3
+
+
+def test_skips_are_counted_over_every_process_rows_on_a_mesh(config):
+    """With a mesh spanning processes, skips are summed on the devices so every process knows the global count;
+    forced here in one process (whose rows are all local, so it would count on the host)."""
+    import jax
+
+    mesh = jax.make_mesh((4,), ("data",), axis_types=(jax.sharding.AxisType.Auto,), devices=jax.devices()[:4])
+    it = pipeline.build_pipeline(config, "val", train=False, mesh=mesh)
+    it._count_on_devices = True
+    batches = list(it)
+    assert len(batches) == 3 and it.num_skipped == 3 and it.get_state() == {"batches": 3, "num_skipped": 3}
+    on_host = pipeline.build_pipeline(config, "val", train=False)
+    next(on_host)
+    it.set_state(on_host.get_state())  # after the first batch, with its skips
+    assert len(list(it)) == 2 and it.num_skipped == 3
