@@ -216,7 +216,7 @@ class _Loop:
         config, total = self.config, self.config.total_steps
         profile = tuple(config.profile_steps)
         pending: list[tuple[int, dict]] = []
-        window_start, tracing = None, False
+        window_start, tracing, saving = None, False, False
         for step in range(start, total):
             batch = next(train_it)
             if self.compiled is None:
@@ -227,6 +227,9 @@ class _Loop:
                 jax.profiler.start_trace(str(self.workdir / "profile"))
                 tracing = True
             state, metrics = self.compiled(state, batch)
+            if saving:  # the previous step's checkpoint was written while this step computed: commit it before
+                ckpt.wait()  # this step is logged, so a kill never loses more than checkpoint_every logged steps
+                saving = False
             if distributed.reached_preemption_sync_point(done):  # a SIGTERM reached some process
                 preempted["set"] = True
             if tracing and (done == profile[-1] or done == total or preempted["set"]):
@@ -238,7 +241,7 @@ class _Loop:
                 window_start = self.log(pending, window_start, train_it)
                 pending = []
             if done % config.checkpoint_every == 0 or done == total or preempted["set"]:
-                ckpt.save(done, state, train_it, config.to_dict(), force=preempted["set"])
+                saving = ckpt.save(done, state, train_it, config.to_dict(), force=preempted["set"])
             if preempted["set"]:
                 if pending:  # the resumed run starts after `done`: log what it will not
                     self.log(pending, window_start, train_it)

@@ -28,11 +28,20 @@ def reference(mp_env, mp_data_dir, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def two_processes(mp_env, mp_data_dir, tmp_path_factory):
-    """The same run as 2 processes x 2 devices. Returns (workdir, log dir of process 1)."""
+def two_processes(mp_env, tmp_path_factory):
+    """The same run as 2 processes x 2 devices, on a data_dir where the dataset is not prepared yet (the run
+    prepares it once: process 0 first). Returns (workdir, log dir of process 1)."""
     workdir, logs = tmp_path_factory.mktemp("two_processes"), tmp_path_factory.mktemp("two_processes_logs")
-    run_local_multiprocess(mp_env, 2, 2, tiny_args(mp_data_dir, workdir), logs)
+    fresh = tmp_path_factory.mktemp("fresh_tensorflow_datasets")
+    run_local_multiprocess(mp_env, 2, 2, tiny_args(fresh, workdir), logs)
     return workdir, logs
+
+
+def test_a_fresh_dataset_is_prepared_once_by_process_0(two_processes):
+    _, logs = two_processes
+    text = (logs / "process_1.log").read_text()
+    assert "distributed (explicit): process 1 of 2" in text
+    assert "Generating" not in text and "downloaded and prepared" not in text, "process 1 reused process 0's files"
 
 
 def test_two_processes_match_one_process_at_every_step(reference, two_processes):
