@@ -14,6 +14,7 @@ import contextlib
 import json
 import logging
 import re
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -43,6 +44,27 @@ def _reason(error: BaseException, step_dir: str) -> str:
     return f"{where}: {type(error).__name__}: {first[:300]}"
 
 
+def _quiet_closed_loop_noise() -> None:
+    """Drop the 'Event loop is closed' reports a failed restore leaves behind.
+
+    Workaround (orbax-checkpoint 0.12.8 with tensorstore 0.1.86, 2026-11): when reading a damaged step fails,
+    tensorstore's pending callbacks still post to the asyncio loop Orbax has already closed, and Python prints each
+    as an unraisable RuntimeError with its traceback, long after the error was handled. They are harmless; every
+    other unraisable error is still reported.
+    """
+    previous = sys.unraisablehook
+    if getattr(previous, "mmjax_quiet", False):
+        return
+
+    def hook(unraisable) -> None:
+        if isinstance(unraisable.exc_value, RuntimeError) and "Event loop is closed" in str(unraisable.exc_value):
+            return
+        previous(unraisable)
+
+    hook.mmjax_quiet = True
+    sys.unraisablehook = hook
+
+
 class Checkpointer:
     """Save and restore `state` (a pytree of jax.Arrays), `data` (a grain iterator) and `config` (a dict)."""
 
@@ -50,6 +72,13 @@ class Checkpointer:
         directory = epath.Path(directory)
         self.directory = str(directory if "://" in str(directory) else directory.resolve())
         options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=async_save)
+        try:  # not a directory, no permission, a read-only file system: found now, not after the first steps
+            directory.mkdir(parents=True, exist_ok=True)
+            probe = directory / f".write-test-{jax.process_index()}"
+            probe.write_text("")
+            probe.unlink()
+        except OSError as e:
+            raise CheckpointSaveError(f"cannot keep checkpoints in {self.directory}: {e}") from e
         self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "data", "config"))
         self._pending: int | None = None  # the step of the save in flight
 
@@ -111,6 +140,7 @@ class Checkpointer:
                 try:
                     state = self.restore(step, abstract_state, data_iterator)
                 except Exception as e:  # noqa: BLE001 - any failure to read a step back makes it unusable
+                    _quiet_closed_loop_noise()
                     reason = _reason(e, step_dir)
                 else:
                     self._set_aside([int(d.split()[1]) for d in damaged])

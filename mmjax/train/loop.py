@@ -169,14 +169,14 @@ def train(
 
 
 def _train(config, workdir: epath.Path, devices, main: bool) -> dict[str, Any]:
-    setup = Setup(config, devices)
-    ckpt = Checkpointer(workdir / "checkpoints", keep=config.keep_checkpoints)
-    train_it = setup.train_data()
-
-    def fits(step: int, saved: dict) -> None:
-        check_resume(saved, config, setup.info, str(workdir), step)
-
+    ckpt = Checkpointer(workdir / "checkpoints", keep=config.keep_checkpoints)  # fails now if it cannot write
     try:
+        setup = Setup(config, devices)
+        train_it = setup.train_data()
+
+        def fits(step: int, saved: dict) -> None:
+            check_resume(saved, config, setup.info, str(workdir), step)
+
         start, state = ckpt.restore_newest(setup.abstract_state, train_it, check=fits)
     except BaseException:
         ckpt.close()

@@ -52,12 +52,15 @@ def _damage(step_dir: pathlib.Path, how: str) -> None:
 
 
 @pytest.mark.parametrize("how", ["truncated", "missing", "garbage"])
-def test_a_damaged_newest_checkpoint_is_passed_over_and_the_run_resumes_exactly(how, runs, tmp_path, caplog):
+def test_a_damaged_newest_checkpoint_is_passed_over_and_the_run_resumes_exactly(how, runs, tmp_path, caplog, capfd):
     make, reference = runs
     make(tmp_path, 4)
     _damage(tmp_path / "checkpoints" / "4", how)
+    capfd.readouterr()
     with caplog.at_level("WARNING"):
         make(tmp_path, 6)
+    time.sleep(0.5)  # tensorstore's late callbacks after the failed read
+    assert "Traceback" not in capfd.readouterr().err, "a recovery, not a traceback"
     warnings = [r.getMessage() for r in caplog.records if "damaged" in r.getMessage()]
     assert any(
         m.startswith("checkpoint step 4 is damaged") and str(tmp_path / "checkpoints" / "4") in m for m in warnings
@@ -96,6 +99,15 @@ def test_a_failed_save_keeps_the_earlier_checkpoints_and_fails_the_run_clearly(r
     assert "\n" not in message
     monkeypatch.setattr(checkpoint_lib.ocp.CheckpointManager, "save", real_save)
     assert Checkpointer(tmp_path / "checkpoints", async_save=False).restore_params(2) is not None
+
+
+def test_a_checkpoint_directory_that_cannot_be_written_fails_before_training(tmp_path, capsys):
+    (tmp_path / "checkpoints").write_text("a file where the checkpoints should go")
+    argv = ["train", "--config", f"{REPO}/configs/clip_shapes.py:tiny", "--workdir", str(tmp_path)]
+    assert cli.main([*argv, f"--config.data.data_dir={tmp_path / 'tfds'}"]) == 1
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith(f"mmjax: error: cannot keep checkpoints in {tmp_path / 'checkpoints'}: "), last
+    assert not (tmp_path / "metrics.jsonl").exists() and not (tmp_path / "tfds").exists(), "before any work"
 
 
 def test_resuming_with_a_model_that_does_not_fit_fails_naming_the_keys(runs, tmp_path, caplog):
