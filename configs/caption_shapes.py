@@ -13,6 +13,8 @@ sys.path.insert(0, str(pathlib.Path(__file__).parent))
 
 from common import deep_update, parse_arg, tiny_shapes  # noqa: E402
 
+VARIANTS = {"tiny": "seconds on a CPU"}
+
 
 def get_config(arg=None):
     a = parse_arg(arg)

@@ -20,6 +20,11 @@ sys.path.insert(0, str(pathlib.Path(__file__).parent))  # config files may be lo
 
 from common import deep_update, parse_arg, tiny_shapes  # noqa: E402
 
+VARIANTS = {
+    "tiny": "seconds on a CPU (every config has it; combine with others: tiny,siglip)",
+    "siglip": "sigmoid loss with a learned bias (SigLIP) instead of softmax",
+}
+
 
 def get_config(arg=None):
     a = parse_arg(arg, siglip=False)

@@ -27,6 +27,12 @@ TEMPLATES = ("a photo of a {}.", "a black and white photo of a {}.", "a {}.", "a
 TEXT_VARIANTS = ("locked", "scratch", "finetune")
 
 
+VARIANTS = {
+    "tiny": "seconds on a CPU (256 records, small towers, no MiniLM)",
+    "text=locked|scratch|finetune": "MiniLM locked (default), a text tower from scratch, or MiniLM fine-tuned",
+}
+
+
 def get_config(arg=None):
     a = parse_arg(arg, text="locked")
     if a["text"] not in TEXT_VARIANTS:

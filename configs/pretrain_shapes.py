@@ -14,6 +14,8 @@ sys.path.insert(0, str(pathlib.Path(__file__).parent))
 
 from common import deep_update, minilm_dir, parse_arg, tiny_shapes  # noqa: E402
 
+VARIANTS = {"tiny": "seconds on a CPU (a small random BERT instead of MiniLM)"}
+
 
 def get_config(arg=None):
     a = parse_arg(arg)

@@ -32,6 +32,16 @@ FUSION_FIELDS = {
 }
 
 
+VARIANTS = {
+    "tiny": "seconds on a CPU",
+    "model=visualbert|fusion": "VisualBERT (single stream, default) or towers + a fusion",
+    "visual=grid|regions": "ViT patch tokens (default) or detector-style object regions with boxes",
+    "fusion=early|late|mid|bottleneck": "with model=fusion: how the towers meet (default early)",
+    "text=scratch|minilm": "VisualBERT's text side from scratch (default) or from the pretrained MiniLM",
+    "stage=all|relations": "all questions (default), or the relation questions alone (curriculum stage 1)",
+}
+
+
 def get_config(arg=None):
     a = parse_arg(arg, **ARGS)
     if a["model"] not in ("visualbert", "fusion"):

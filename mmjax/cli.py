@@ -1,10 +1,11 @@
 """`mmjax train | eval | sweep | bench | config | convert` (also `python -m mmjax ...`).
 
 mmjax train --config configs/clip_shapes.py[:variant] --workdir runs/x [--config.key=value ...]
-mmjax eval  --config F --workdir D [--evals retrieval] [--split test] [--step 480]
+mmjax eval  --workdir D [--config F] [--evals retrieval] [--split test] [--step 480]
 mmjax sweep --config F --workdir D [--dry_run]          # points declared by get_sweep() in F
 mmjax bench --config F [--steps 20]                      # steady-state step time etc., as JSON
 mmjax config show F [--docs]                             # the fully resolved config (every key, its doc)
+mmjax configs [DIR]                                      # every config file, its variants, what it trains
 mmjax convert --path DIR --to DIR2                       # Hugging Face dir -> load -> save (validates)
 
 Any key of the resolved config can be overridden: --config.optim.lr=3e-4 --config.model.image.depth=2.
@@ -18,9 +19,42 @@ import json
 import logging
 import sys
 
+OVERRIDES_HELP = (
+    "Any key of the resolved config can be overridden after the arguments, e.g. --config.optim.lr=3e-4 "
+    "--config.model.image.depth=2 --config.evals.retrieval.split=test; `mmjax config show F --docs` lists every key."
+)
+
+
+def _configure_logging(verbosity: int) -> None:
+    """The terminal shows mmjax's own messages (the run's header, evaluations, warnings) and errors from the
+    libraries; with --verbosity 1 every library's warnings and info too. A training run also writes everything
+    to workdir/train.log (see mmjax.train.metrics.log_file)."""
+    root = logging.getLogger()
+    root.setLevel(logging.DEBUG if verbosity >= 2 else logging.INFO)
+    for handler in [h for h in root.handlers if getattr(h, "mmjax_terminal", False)]:
+        root.removeHandler(handler)  # main() called again in one process (tests, notebooks)
+    terminal = logging.StreamHandler(sys.stderr)
+    terminal.mmjax_terminal = True
+    terminal.setFormatter(logging.Formatter("%(message)s" if verbosity == 0 else "%(levelname)s %(name)s: %(message)s"))
+    floor = logging.ERROR if verbosity == 0 else logging.INFO
+
+    def shown(record: logging.LogRecord) -> bool:
+        return record.levelno >= floor or (record.name.startswith("mmjax") and record.levelno >= logging.INFO)
+
+    terminal.addFilter(shown)
+    root.addHandler(terminal)
+    if verbosity == 0:
+        import tensorflow_datasets as tfds
+
+        tfds.disable_progress_bar()  # TFDS's bars for data generated locally: our own log line says it
+
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="mmjax", description="Multimodal models in JAX: train, evaluate, sweep, bench.")
+    p = argparse.ArgumentParser(
+        prog="mmjax", description="Multimodal models in JAX: train, evaluate, sweep, bench.", epilog=OVERRIDES_HELP
+    )
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--verbosity", type=int, default=0, help="0: quiet (default), 1: library logs, 2: debug")
     sub = p.add_subparsers(dest="command", required=True)
     for name, help_text in [
         ("train", "train (resumes from the workdir's newest checkpoint)"),
@@ -28,8 +62,13 @@ def _parser() -> argparse.ArgumentParser:
         ("sweep", "train every point of the config's sweep into workdir/<point>/"),
         ("bench", "time the train step and print JSON"),
     ]:
-        s = sub.add_parser(name, help=help_text)
-        s.add_argument("--config", required=True, help="config file, optionally with a variant: file.py:tiny")
+        s = sub.add_parser(name, help=help_text, epilog=OVERRIDES_HELP, parents=[common])
+        s.add_argument(
+            "--config",
+            required=name != "eval",
+            help="config file, optionally with a variant: file.py:tiny"
+            + (" (eval: default, the config the checkpoint was saved with)" if name == "eval" else ""),
+        )
         if name != "bench":
             s.add_argument("--workdir", required=True)
         if name == "eval":
@@ -42,12 +81,16 @@ def _parser() -> argparse.ArgumentParser:
             s.add_argument("--steps", type=int, default=20, help="timed steps after warm-up")
             s.add_argument("--warmup", type=int, default=3)
             s.add_argument("--data", action="store_true", help="also time the input pipeline alone")
+    listing = sub.add_parser("configs", help="list the config files, their variants and what each is", parents=[common])
+    listing.add_argument("dir", nargs="?", default="configs", help="the folder of config files (default: configs)")
     show = sub.add_parser("config", help="print the fully resolved config").add_subparsers(dest="action", required=True)
-    s = show.add_parser("show", help="every key of the resolved config, one per line")
+    s = show.add_parser("show", help="every key of the resolved config, one per line", parents=[common])
     s.add_argument("file", nargs="?", help="config file, optionally with a variant: file.py:tiny")
     s.add_argument("--config", help="the same, as a flag")
     s.add_argument("--docs", action="store_true", help="append each key's one-line doc")
-    c = sub.add_parser("convert", help="load a Hugging Face directory and write it back out (or to another dir)")
+    c = sub.add_parser(
+        "convert", help="load a Hugging Face directory and write it back out (or to another dir)", parents=[common]
+    )
     c.add_argument("--path", required=True)
     c.add_argument("--to", required=True)
     return p
@@ -59,10 +102,10 @@ def main(argv: list[str] | None = None) -> int:
     bad = [o for o in overrides if not o.startswith("--config.")]
     if bad:
         _parser().error(f"unrecognized arguments: {' '.join(bad)} (overrides look like --config.key=value)")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _configure_logging(known.verbosity)
     from mmjax import config as mmconfig
 
-    if known.command not in ("convert", "config"):
+    if known.command not in ("convert", "config", "configs"):
         from mmjax import distributed
 
         # Joins a multi-process run (TPU pod, SLURM, MMJAX_* variables) if there is one; it must come before
@@ -81,11 +124,19 @@ def main(argv: list[str] | None = None) -> int:
 
             run_sweep(known.config, known.workdir, overrides, dry_run=known.dry_run)
             return 0
+        if known.command == "configs":
+            print(mmconfig.list_configs(known.dir))
+            return 0
         if known.command == "config":
             known.config = known.config or known.file
             if not known.config:
                 _parser().error("mmjax config show: give a config file (mmjax config show configs/x.py:tiny)")
-        config = mmconfig.load_config(known.config, overrides)
+        if known.command == "eval" and not known.config:
+            from mmjax.train.checkpoint import saved_run_config
+
+            config = mmconfig.make_config(saved_run_config(known.workdir), overrides)
+        else:
+            config = mmconfig.load_config(known.config, overrides)
         if known.command == "config":
             print(mmconfig.render(config, with_docs=known.docs))
             return 0
@@ -101,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
             from mmjax.train.bench import bench
 
             result = bench(config, steps=known.steps, warmup=known.warmup, data=known.data)
-        print(json.dumps(result, indent=2, sort_keys=True))
+        print(json.dumps(result, sort_keys=True))  # one line: the terminal stays short, scripts still parse it
         return 0
     except mmconfig.ConfigError as e:
         print(f"mmjax: config error: {e}", file=sys.stderr)

@@ -151,3 +151,40 @@ def test_config_show_prints_the_resolved_config(capsys):
     out = capsys.readouterr().out
     assert re.search(r"^optim\.lr = 0\.25 +# peak learning rate$", out, re.M)
     assert re.search(r"^data\.image_size = 32 ", out, re.M)  # derived from the image tower
+
+
+def test_a_tiny_run_is_quiet_on_the_terminal_and_logs_everything_to_train_log(tmp_path):
+    """The header, the progress line, the evaluation and the result; Orbax, TFDS and JAX logs go to train.log."""
+    workdir = tmp_path / "w"
+    proc = subprocess.run(
+        [sys.executable, "-m", "mmjax", "train", "--config", TINY, "--workdir", str(workdir)]
+        + [f"--config.data.data_dir={tmp_path / 'tfds'}"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = [line for line in (proc.stdout + proc.stderr).split("\n") if line.strip()]  # \r updates: one line
+    assert len(lines) <= 15, "\n".join(lines)
+    text = proc.stderr
+    assert "mmjax train" in text and "eval at step 5: retrieval/" in text
+    assert "Downloading" not in text and "absl" not in text and "INFO" not in text
+    log = (workdir / "train.log").read_text()
+    assert "CheckpointManager" in log and "INFO" in log  # the libraries' logs are kept, not lost
+    assert (
+        "--verbosity"
+        in subprocess.run(
+            [sys.executable, "-m", "mmjax", "train", "--help"], capture_output=True, text=True, cwd=REPO, timeout=120
+        ).stdout
+    )
+
+
+def test_mmjax_configs_lists_every_config_with_its_variants(capsys):
+    assert cli.main(["configs", str(REPO / "configs")]) == 0
+    out = capsys.readouterr().out
+    files = sorted(p.name for p in (REPO / "configs").glob("*.py") if p.name != "common.py")
+    listed = [line.split()[0].rsplit("/", 1)[-1] for line in out.splitlines() if not line.startswith(" ")]
+    assert listed == files
+    assert out.count("    :tiny") == len(files), "every config says what its tiny variant is"
+    assert "    :fusion=early|late|mid|bottleneck" in out

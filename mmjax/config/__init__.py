@@ -14,6 +14,7 @@ from mmjax.config.derive import derive, stated
 from mmjax.config.errors import ConfigError
 from mmjax.config.load import (
     expand_sweep,
+    list_configs,
     load_config,
     load_sweep,
     make_config,
@@ -32,6 +33,7 @@ __all__ = [
     "derive",
     "docs",
     "expand_sweep",
+    "list_configs",
     "load_config",
     "load_sweep",
     "make_config",

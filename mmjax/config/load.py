@@ -205,3 +205,24 @@ def point_name(point: Mapping[str, Any]) -> str:
         return "default"
     parts = [f"{k.rsplit('.', 1)[-1]}={v['name'] if isinstance(v, Mapping) else v}" for k, v in point.items()]
     return ",".join(parts).replace("/", "_").replace(" ", "")
+
+
+def list_configs(directory: str = "configs") -> str:
+    """Every config file in `directory`: its first docstring line and the variants it declares (`VARIANTS`,
+    {argument: what it selects}), for `mmjax configs`."""
+    folder = pathlib.Path(directory)
+    if not folder.is_dir():
+        raise ConfigError(f"{directory!r} is not a folder of config files")
+    blocks = []
+    for file in sorted(folder.glob("*.py")):
+        try:
+            module = _load_module(str(file))
+        except ConfigError:  # a helper module (common.py): no get_config
+            continue
+        doc = (module.__doc__ or "").strip().splitlines()
+        variants = getattr(module, "VARIANTS", {})
+        lines = [f"{file}  {doc[0] if doc else ''}".rstrip()]
+        width = max((len(name) for name in variants), default=0) + 2
+        lines += [f"    :{name:<{width}}{what}" for name, what in variants.items()]
+        blocks.append("\n".join(lines))
+    return "\n".join(blocks)

@@ -20,6 +20,7 @@ import contextlib
 import dataclasses
 import fcntl
 import io
+import logging
 import os
 
 import numpy as np
@@ -28,6 +29,8 @@ from PIL import Image
 from tensorflow_datasets.core import shuffle as tfds_shuffle
 
 from mmjax.data import shapes
+
+logger = logging.getLogger(__name__)
 
 VERSION = tfds.core.Version("1.0.0")
 # 1.1.0: images stored as raw uint8 [S, S, 3] rather than PNG (decoding a PNG cost more than the rest of a record).
@@ -41,6 +44,14 @@ class LocalBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     # imports the `importlib_resources` backport, which TFDS 4.9.10 does not depend on (2025-11). Having no
     # code path is also the truth here: there are no download checksums to find.
     code_path = None
+
+    # TFDS prints "Downloading and preparing dataset ..." to stdout; nothing is downloaded here, and the trainer
+    # says what it prepares in its own log.
+    def _log_download_bytes(self) -> None:
+        logger.info("preparing %s (generated locally, no download) in %s", self.name, self.data_dir)
+
+    def _log_download_done(self) -> None:
+        logger.info("prepared %s in %s", self.name, self.data_dir)
 
 
 def png_bytes(image: np.ndarray) -> bytes:

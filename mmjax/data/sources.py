@@ -24,6 +24,7 @@ class Source:
     question_types: tuple[str, ...] = ()
     fields: dict = dataclasses.field(default_factory=dict)
     classes: tuple[str, ...] = ()  # image class names (index = `label`), for zero-shot evaluation
+    prepared_skips: dict = dataclasses.field(default_factory=dict)  # {split: {reason: count}} skipped when preparing
 
 
 def _data_dir(config) -> str | None:
@@ -83,19 +84,27 @@ class DatasetInfo:
     task opens a dataset: answer vocabulary, question types, image class names, and the splits."""
 
     splits: tuple[str, ...]
+    sizes: dict[str, int] = dataclasses.field(default_factory=dict)  # examples per split, as prepared
     answers: tuple[str, ...] = ()
     question_types: tuple[str, ...] = ()
     classes: tuple[str, ...] = ()
+    skipped: dict = dataclasses.field(default_factory=dict)  # {split: {reason: count}} skipped when preparing
+
+    def skipped_in(self, split: str) -> int:
+        return sum(self.skipped.get(split, {}).values())
 
 
 def dataset_info(config) -> DatasetInfo:
     """Prepares the dataset `config` (= config.data) describes if needed, and says what it holds."""
     source = open_source(config, "train")
+    splits = available_splits(config) or ()
     return DatasetInfo(
-        splits=available_splits(config) or (),
+        splits=splits,
+        sizes={split: len(open_source(config, split).data) for split in splits},
         answers=source.answers,
         question_types=source.question_types,
         classes=source.classes,
+        skipped=source.prepared_skips,
     )
 
 
@@ -129,6 +138,7 @@ def open_source(config, split: str) -> Source:
         answers=tuple(config.answers or meta.get("answers", ())),
         question_types=tuple(meta.get("question_types", ())),
         classes=tuple(meta.get("classes", ())),
+        prepared_skips=dict(meta.get("bad_records", {})),
     )
 
 

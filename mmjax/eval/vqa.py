@@ -106,7 +106,8 @@ def accuracy_by_type(
 ) -> dict[str, float]:
     """Mean score per question type: scores [N], question_types [N] (ids or names) -> {f"{prefix}/accuracy/{type}"}.
 
-    `type_names[i]` names integer type id i; types with no questions are absent.
+    `type_names[i]` names integer type id i; an id outside them (-1: the record had none) is "unknown"; types
+    with no questions are absent.
     """
     scores = np.asarray(scores, np.float64)
     types = np.asarray(question_types)
@@ -114,7 +115,10 @@ def accuracy_by_type(
         raise ValueError(f"question_types must be [N] = {scores.shape}, got {types.shape}")
     metrics = {}
     for t in sorted(set(types.tolist())):
-        name = type_names[t] if type_names is not None and isinstance(t, int) else str(t)
+        if isinstance(t, int) and (t < 0 or (type_names is not None and t >= len(type_names))):
+            name = "unknown"
+        else:
+            name = type_names[t] if type_names is not None and isinstance(t, int) else str(t)
         metrics[f"{prefix}/accuracy/{name}"] = float(scores[types == t].mean())
     return metrics
 

@@ -218,3 +218,18 @@ class Checkpointer:
             self.wait()
         finally:
             self.manager.close()
+
+
+def saved_run_config(workdir: str | epath.Path) -> dict:
+    """The config a workdir's newest checkpoint was saved with (as `mmjax eval --workdir D` uses it)."""
+    directory = epath.Path(workdir) / "checkpoints"
+    found = directory.iterdir() if directory.exists() else []
+    steps = sorted((int(p.name) for p in found if p.name.isdigit()), reverse=True)
+    if not steps:
+        raise NoIntactCheckpoint(f"no checkpoint in {directory}; train first, or give --config")
+    for step in steps:
+        try:
+            return json.loads((directory / str(step) / "config" / "metadata").read_text())
+        except (OSError, ValueError):
+            logger.warning("checkpoint step %d has no readable config; trying an older one", step)
+    raise NoIntactCheckpoint(f"no checkpoint in {directory} has a readable config; give --config")

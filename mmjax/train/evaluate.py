@@ -143,8 +143,9 @@ class VQA(Evaluator):
     def metrics(self, out):
         scores = out["score"]
         result = {"vqa/accuracy": float(np.mean(scores)) if len(scores) else 0.0}
-        types = list(self.task.info.question_types) or None
-        result.update(mmeval.accuracy_by_type(scores, out["group"], types, prefix="vqa"))
+        types = list(self.task.info.question_types)
+        if types:  # a dataset without question types (your own JSONL) has the overall accuracy only
+            result.update(mmeval.accuracy_by_type(scores, out["group"], types, prefix="vqa"))
         return result
 
 

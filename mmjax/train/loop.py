@@ -29,7 +29,7 @@ from mmjax.train.checkpoint import Checkpointer
 from mmjax.train.evaluate import build_evaluators, run_evaluators
 from mmjax.train.inputs import check_splits, data_config, prepare_data
 from mmjax.train.lock import WorkdirLock
-from mmjax.train.metrics import MetricWriter, Progress, compiled_flops, device_peak_flops
+from mmjax.train.metrics import MetricWriter, Progress, compiled_flops, device_peak_flops, log_file
 from mmjax.train.optim import build_optimizer
 from mmjax.train.resume import check_resume
 from mmjax.train.state import TrainState
@@ -164,7 +164,7 @@ def train(
     workdir.mkdir(parents=True, exist_ok=True)
     main = jax.process_index() == 0
     lock = WorkdirLock(workdir) if main else contextlib.nullcontext()
-    with lock:  # one run per workdir: a second one fails at once, naming the holder
+    with lock, log_file(workdir):  # one run per workdir: a second one fails at once, naming the holder
         return _train(config, workdir, devices, main)
 
 
@@ -181,6 +181,7 @@ def _train(config, workdir: epath.Path, devices, main: bool) -> dict[str, Any]:
     except BaseException:
         ckpt.close()
         raise
+    logger.info("%s", header(config, setup, str(workdir)))
     if start is not None:
         logger.info("resumed from step %d in %s", start, ckpt.directory)
     else:
@@ -198,6 +199,27 @@ def _train(config, workdir: epath.Path, devices, main: bool) -> dict[str, Any]:
     num_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(setup.abstract_state.params))
     # `preempted`: the run saved and stopped early on SIGTERM; a caller looping over runs (a sweep) must stop too.
     return {**loop.last, "params": num_params, "preempted": bool(preempted["set"])}
+
+
+def header(config, setup: Setup, workdir: str) -> str:
+    """What a run is, in a few lines: config, devices and mesh, model size, data, evaluators."""
+    mesh = " x ".join(f"{a}={n}" for a, n in setup.mesh.shape.items() if n > 1) or "one device"
+    params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(setup.abstract_state.params))
+    sizes = ", ".join(f"{s} {n:,}" for s, n in setup.info.sizes.items()) or "sizes unknown"
+    skipped = {s: setup.info.skipped_in(s) for s in setup.info.skipped if setup.info.skipped_in(s)}
+    if skipped:
+        sizes += " (bad records skipped when preparing: " + ", ".join(f"{s} {n}" for s, n in skipped.items()) + ")"
+    when = lambda e: (f", every {e.every}" if e.every else "") + (", at the end" if e.at_end else "")  # noqa: E731
+    evals = ", ".join(f"{n} ({e.type} on {e.split}{when(e)})" for n, e in config.evals.items())
+    device = setup.devices[0]
+    return (
+        f"mmjax train {config.config_spec or '(config)'} -> {workdir}\n"
+        f"  {len(setup.devices)} {device.platform} device(s) ({device.device_kind}), mesh {mesh}, "
+        f"sharding {config.sharding}, {jax.process_count()} process(es)\n"
+        f"  task {config.task}: {params:,} parameters, batch {config.batch_size}, {config.total_steps} steps\n"
+        f"  data {config.data.source}: {sizes}\n"
+        f"  evals: {evals or 'none'}"
+    )
 
 
 class _Loop:
@@ -284,7 +306,8 @@ class _Loop:
             step_time_ms=1000 * step_time,
             examples_per_sec=self.config.batch_size / step_time,
             skipped_updates=float(sum(int(m["nonfinite"]) for m in host)),
-            skipped_records=float(getattr(train_it, "num_skipped", 0)),
+            # bad records of the train split skipped when the dataset was prepared, and since by the pipeline
+            skipped_records=float(self.setup.info.skipped_in("train") + train_it.num_skipped),
         )
         if self.flops:
             avg["tflops_per_device"] = self.flops / step_time / 1e12
@@ -304,6 +327,10 @@ class _Loop:
         metrics = run_evaluators(due, state.params, self.setup.mesh)
         if jax.process_index() == 0:
             write_eval_json(self.workdir / "eval.json", metrics, step)
+            shown = ", ".join(f"{k} {v:.4g}" for k, v in list(metrics.items())[:6] if isinstance(v, float))
+            more = f" (+{len(metrics) - 6} more in eval.json)" if len(metrics) > 6 else ""
+            self.progress.pause()
+            logger.info("eval at step %d: %s%s", step, shown, more)
         self.last = {**self.last, **{f"eval/{k}": v for k, v in metrics.items()}}
         return True
 

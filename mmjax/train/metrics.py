@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import logging
@@ -115,12 +116,36 @@ def _tensorboard_dir(workdir: epath.Path) -> str:
     return target
 
 
+@contextlib.contextmanager
+def log_file(workdir: epath.Path):
+    """Everything logged during a run (INFO and up, every library) also goes to workdir/train.log (process 0;
+    others to train.<process>.log). Local workdirs only: an object store cannot be appended to."""
+    if "://" in str(workdir):
+        yield
+        return
+    name = "train.log" if jax.process_index() == 0 else f"train.{jax.process_index()}.log"
+    handler = logging.FileHandler(os.fspath(workdir / name))
+    handler.setLevel(logging.INFO)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    level = root.level
+    root.setLevel(min(level, logging.INFO) if level != logging.NOTSET else logging.INFO)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+        root.removeHandler(handler)
+        handler.close()
+
+
 class Progress:
     """A single refreshed line: step, loss, steps/s and ETA. Written to stderr on process 0 only."""
 
     def __init__(self, total: int, start: int, *, enabled: bool = True):
         self.total, self.start, self.enabled = total, start, enabled
         self.t0 = time.perf_counter()
+        self.shown = False
 
     def update(self, step: int, loss: float | None = None) -> None:
         if not self.enabled:
@@ -133,7 +158,13 @@ class Progress:
         eta_text = time.strftime("%H:%M:%S", time.gmtime(eta)) if math.isfinite(eta) else "--:--:--"
         sys.stderr.write(f"\rstep {step}/{self.total}{loss_text} | {rate:.2f} steps/s | ETA {eta_text}   ")
         sys.stderr.flush()
+        self.shown = True
+
+    def pause(self) -> None:
+        """End the progress line so a log line can follow; the next update starts a new one."""
+        if self.enabled and self.shown:
+            sys.stderr.write("\n")
+            self.shown = False
 
     def close(self) -> None:
-        if self.enabled:
-            sys.stderr.write("\n")
+        self.pause()

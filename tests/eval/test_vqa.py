@@ -74,3 +74,10 @@ def test_per_question_type():
     )
     by_name = vqa_metrics(["a"], [["a"]], question_types=["shape"], form="exact", prefix="shapes_vqa")
     assert by_name == {"shapes_vqa/accuracy": 1.0, "shapes_vqa/accuracy/shape": 1.0}
+
+
+def test_a_question_without_a_type_is_unknown_not_the_last_type():
+    from mmjax.eval import accuracy_by_type
+
+    metrics = accuracy_by_type([1.0, 0.0, 0.5], [0, -1, 1], ["color", "shape"])
+    assert metrics == {"vqa/accuracy/color": 1.0, "vqa/accuracy/shape": 0.5, "vqa/accuracy/unknown": 0.0}

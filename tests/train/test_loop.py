@@ -234,3 +234,38 @@ def test_two_evaluators_on_two_splits_on_their_own_schedules(tiny_config, tmp_pa
         saved["compositional/retrieval/image_to_text/recall@5"]
         == history["4"]["compositional/retrieval/image_to_text/recall@5"]
     )
+
+
+def test_records_skipped_while_preparing_are_counted_in_the_run_metrics(tiny_config, tmp_path):
+    """Bad lines of your own JSONL are skipped when the folder is prepared; the run still reports them."""
+    from PIL import Image
+
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    for split, n in (("train", 16), ("test", 4)):
+        lines = []
+        for i in range(n):
+            Image.fromarray(np.full((8, 8, 3), 10 * i, np.uint8)).save(folder / f"{split}{i}.png")
+            lines.append(json.dumps({"image": f"{split}{i}.png", "caption": f"picture {i}"}))
+        if split == "train":
+            lines += [json.dumps({"image": "nowhere.png", "caption": "x"}), "{not json", json.dumps({"image": "a"})]
+        (folder / f"{split}.jsonl").write_text("\n".join(lines) + "\n")
+    config = tiny_config(
+        "data.source=jsonl", f"data.path={folder}", f"data.data_dir={tmp_path / 'tfds'}", "total_steps=1",
+        "evals.retrieval.batch_size=4",
+    )  # fmt: skip
+    result = train(config, str(tmp_path / "run"), devices=jax.devices()[:1])
+    assert result["skipped_records"] == 3.0
+
+
+def test_mmjax_eval_needs_only_the_workdir(baseline_run, data_dir, capsys):
+    """The checkpoint holds the config it was trained with: `mmjax eval --workdir D` needs nothing else."""
+    _, workdir, _ = baseline_run
+    trained = json.loads((workdir / "eval.json").read_text())
+    assert cli.main(["eval", "--workdir", str(workdir), "--split", "compositional"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["compositional/retrieval/text_to_image/recall@1"] >= 0.0
+    again = json.loads((workdir / "eval.json").read_text())
+    assert again[min(RETRIEVAL_KEYS)] == trained[min(RETRIEVAL_KEYS)], "the trained split's numbers stay"
+    assert cli.main(["eval", "--workdir", str(workdir / "nowhere")]) == 1
+    assert capsys.readouterr().err.strip().endswith("train first, or give --config")
