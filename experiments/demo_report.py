@@ -41,10 +41,18 @@ def plot_curves(workdir: pathlib.Path) -> pathlib.Path:
     axes[1].plot(steps, [r["learning_rate"] for r in records])
     axes[1].set(title="learning rate", xlabel="step")
     eval_steps = sorted(int(s) for s in evals)
-    for key in ("retrieval/text_to_image/recall@1", "retrieval/image_to_text/recall@1"):
-        axes[2].plot(eval_steps, [evals[str(s)].get(key, np.nan) for s in eval_steps], marker="o", label=key)
-    axes[2].set(title="test retrieval", xlabel="step", ylim=(0, 1))
-    axes[2].legend(fontsize=8)
+    for key, label in (
+        ("retrieval/text_to_image/recall@1", "text -> image R@1"),
+        ("retrieval/image_to_text/recall@1", "image -> text R@1"),
+    ):
+        values = [evals[str(s)].get(key, np.nan) for s in eval_steps]
+        axes[2].plot(eval_steps, values, marker="o", label=label)
+        for step, value in zip(eval_steps, values):  # the numbers, not only dots: often one or two evaluations
+            axes[2].annotate(f"{value:.3f}", (step, value), textcoords="offset points", xytext=(6, 4), fontsize=8)
+    # the whole run on the x axis, so a single evaluation at the end reads as "at the end"
+    axes[2].set(title="retrieval on the eval split", xlabel="step", ylabel="recall@1", ylim=(0, 1))
+    axes[2].set_xlim(0, max([*steps, *eval_steps, 1]) * 1.05)
+    axes[2].legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     path = workdir / "curves.png"
     fig.savefig(path, dpi=100)
@@ -72,7 +80,7 @@ def plot_retrieval(config, workdir: pathlib.Path, num_queries: int = 6, top_k: i
     mean, std = np.asarray(config.data.mean), np.asarray(config.data.std)
     pixels = np.clip(pixels * std + mean, 0, 1)
     scores = np.stack(query_embeds) @ images.T
-    fig, axes = plt.subplots(num_queries, top_k, figsize=(2 * top_k, 2.3 * num_queries))
+    fig, axes = plt.subplots(num_queries, top_k, figsize=(2 * top_k, 2.9 * num_queries))
     for q in range(num_queries):
         for rank, index in enumerate(np.argsort(-scores[q])[:top_k]):
             ax = axes[q, rank]
@@ -82,7 +90,12 @@ def plot_retrieval(config, workdir: pathlib.Path, num_queries: int = 6, top_k: i
             if index == query_images[q]:  # the image the query caption was written for
                 for side in ax.spines.values():
                     side.set(color="lime", linewidth=4)
-        axes[q, 0].set_title(_wrap(captions[q]), fontsize=7, loc="left")
+        axes[q, 0].set_title(_wrap(f"query {q + 1}: {captions[q]}", width=100, lines=4), fontsize=7, loc="left")
+    fig.suptitle(
+        f"Text -> image retrieval: each row is one caption and its top {top_k} of {len(images)} images, best first; "
+        "a green frame marks the image the caption was written for",
+        fontsize=9,
+    )
     fig.tight_layout()
     path = workdir / "retrieval.png"
     fig.savefig(path, dpi=90)
@@ -90,15 +103,17 @@ def plot_retrieval(config, workdir: pathlib.Path, num_queries: int = 6, top_k: i
     return path
 
 
-def _wrap(text: str, width: int = 60) -> str:
-    words, lines, line = text.split(), [], ""
+def _wrap(text: str, width: int = 60, lines: int = 3) -> str:
+    """Wrap at word boundaries; past `lines` lines the rest is marked as cut, never silently dropped mid-phrase."""
+    words, out, line = text.split(), [], ""
     for w in words:
         if len(line) + len(w) + 1 > width:
-            lines.append(line)
+            out.append(line)
             line = w
         else:
             line = f"{line} {w}".strip()
-    return "\n".join([*lines, line][:3])
+    out.append(line)
+    return "\n".join(out if len(out) <= lines else [*out[: lines - 1], out[lines - 1] + " [...]"])
 
 
 def main():
