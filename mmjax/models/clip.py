@@ -88,6 +88,14 @@ class CLIP(nn.Module):
         """
         image_enc, image_embeds = self.image_features(pixel_values, train=train)
         text_enc, text_embeds = self.text_features(input_ids, attention_mask, token_type_ids, train=train)
+        out = self.similarity(image_embeds, text_embeds)
+        out.update(vision_model_output=tower_output(image_enc), text_model_output=tower_output(text_enc))
+        return out
+
+    def similarity(self, image_embeds, text_embeds) -> dict:
+        """Normalized embeddings [B_i, E], [B_t, E] -> {image_embeds, text_embeds, logits_per_text [B_t, B_i],
+        logits_per_image, logit_scale (clamped exp), logit_bias (SigLIP)}: the one place logits are formed (the
+        contrastive task calls it on a whole batch's embeddings gathered micro-batch by micro-batch)."""
         scale, bias = self.temperature()
         logits_per_text = scale * text_embeds @ image_embeds.T
         if bias is not None:
@@ -98,8 +106,6 @@ class CLIP(nn.Module):
             "logits_per_text": logits_per_text,
             "logits_per_image": logits_per_text.T,
             "logit_scale": scale,
-            "vision_model_output": tower_output(image_enc),
-            "text_model_output": tower_output(text_enc),
         }
         if bias is not None:
             out["logit_bias"] = bias

@@ -78,6 +78,7 @@ class Setup:
             self.optimizer.schedule,
             config.optim.grad_accum_steps,
             frozen=self.optimizer.frozen,
+            accumulate=getattr(self.task, "accumulate", None),
         )
         self.step_fn = jax.jit(
             step,

@@ -16,7 +16,9 @@ from mmjax.train.state import TrainState
 LossFn = Callable[[dict, dict, jax.Array], tuple[jax.Array, dict]]
 
 
-def _split_micro(batch: dict, k: int) -> dict:
+def split_micro(batch: dict, k: int) -> dict:
+    """Every array [B, ...] -> [k, B / k, ...]: k equal micro-batches."""
+
     def split(x):
         if x.shape[0] % k:
             raise ValueError(f"batch of {x.shape[0]} does not split into {k} micro-batches")
@@ -36,7 +38,7 @@ def accumulate_gradients(loss_fn: LossFn, params, batch, rng, steps: int):
     if steps == 1:
         (loss, metrics), grads = grad_fn(params, batch, rng)
         return loss, metrics, grads
-    micro = _split_micro(batch, steps)
+    micro = split_micro(batch, steps)
 
     def body(carry, xs):
         i, mb = xs
@@ -51,29 +53,39 @@ def accumulate_gradients(loss_fn: LossFn, params, batch, rng, steps: int):
 
 
 def make_train_step(
-    loss_fn: LossFn, tx: optax.GradientTransformation, schedule, grad_accum_steps: int = 1, frozen=None
+    loss_fn: LossFn,
+    tx: optax.GradientTransformation,
+    schedule,
+    grad_accum_steps: int = 1,
+    frozen=None,
+    accumulate: Callable | None = None,
 ):
     """-> step(state, batch) -> (state, metrics).
 
     frozen: optional pytree of bools like the params (`Optimizer.frozen`). Frozen parameters get no gradient
     (stop_gradient), so XLA drops their backward pass: a locked tower costs only its forward (LiT).
+    accumulate: a task's own accumulation over `grad_accum_steps` micro-batches, `(params, batch, rng, steps, *,
+    freeze) -> (loss, metrics, grads)`, for losses that are not a mean over examples (a contrastive loss needs the
+    whole batch's negatives); default: `accumulate_gradients`.
 
     A step whose loss or gradient norm is not finite leaves params and optimizer state unchanged and reports
     `nonfinite=1`; the loop decides whether that stops the run (the default) or is skipped.
     """
 
-    if frozen is not None and any(jax.tree.leaves(frozen)):
+    def freeze(params):
+        if frozen is None or not any(jax.tree.leaves(frozen)):
+            return params
+        return jax.tree.map(lambda p, f: jax.lax.stop_gradient(p) if f else p, params, frozen)
 
-        def differentiated(params, batch, rng):
-            params = jax.tree.map(lambda p, f: jax.lax.stop_gradient(p) if f else p, params, frozen)
-            return loss_fn(params, batch, rng)
-
-    else:
-        differentiated = loss_fn
+    def differentiated(params, batch, rng):
+        return loss_fn(freeze(params), batch, rng)
 
     def step(state: TrainState, batch: dict):
         rng = state.step_key()
-        loss, metrics, grads = accumulate_gradients(differentiated, state.params, batch, rng, grad_accum_steps)
+        if accumulate is not None and grad_accum_steps > 1:  # the task's own accumulation (contrastive: GradCache)
+            loss, metrics, grads = accumulate(state.params, batch, rng, grad_accum_steps, freeze=freeze)
+        else:
+            loss, metrics, grads = accumulate_gradients(differentiated, state.params, batch, rng, grad_accum_steps)
         grad_norm = optax.global_norm(grads)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)

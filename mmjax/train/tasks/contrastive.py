@@ -1,7 +1,10 @@
 """CLIP (softmax) or SigLIP (sigmoid) image-text training; evaluated by retrieval both ways or zero-shot.
 
-With gradient accumulation each micro-batch's examples are each other's negatives (a smaller effective contrastive
-batch); prefer more devices or a smaller model to accumulation for contrastive training.
+With gradient accumulation (optim.grad_accum_steps = k) the negatives are still the whole batch's (GradCache, as
+open_clip's --accum-freq): every micro-batch's embeddings are computed without keeping activations, the loss and
+its gradient with respect to the embeddings over the whole batch, then each micro-batch's forward is run again and
+back-propagated from its share of those gradients. Loss and gradients equal the whole batch's; activation memory is
+one micro-batch's (tests/train/test_contrastive_accumulation.py).
 """
 
 from __future__ import annotations
@@ -9,9 +12,12 @@ from __future__ import annotations
 import math
 
 import flax.linen as nn
+import jax
+import jax.numpy as jnp
 
 from mmjax import losses
 from mmjax.models import CLIP
+from mmjax.train.step import split_micro
 from mmjax.train.tasks.base import IMAGE_TOWER, TEXT_TOWER, Task, tower_from_config
 
 
@@ -64,10 +70,56 @@ class ContrastiveTask(Task):
             train=True,
             rngs={"dropout": rng},
         )
-        sigmoid = self.config.model.loss == "sigmoid"
-        loss_fn = losses.sigmoid_contrastive_loss if sigmoid else losses.softmax_contrastive_loss
-        loss, metrics = loss_fn(out["logits_per_image"])
+        loss, metrics = self._loss_fn()(out["logits_per_image"])
         return loss, {**metrics, "logit_scale": out["logit_scale"]}
+
+    def accumulate(self, params, batch, rng, steps: int, *, freeze=lambda p: p):
+        """(loss, metrics, grads) of the whole batch, computed `steps` micro-batches at a time (GradCache)."""
+        micro = split_micro(batch, steps)
+        keys = jax.random.split(rng, steps)
+
+        def embed(p, mb, key):
+            p = freeze(p)
+            image = self.model.apply(
+                {"params": p}, mb["image"], train=True, rngs={"dropout": key}, method="encode_image"
+            )
+            text = self.model.apply(
+                {"params": p},
+                mb["input_ids"],
+                mb["attention_mask"],
+                train=True,
+                rngs={"dropout": jax.random.fold_in(key, 1)},
+                method="encode_text",
+            )
+            return image, text
+
+        # 1. every micro-batch's embeddings, no activations kept (nothing is differentiated through here)
+        constant = jax.lax.stop_gradient(params)
+        images, texts = jax.lax.map(lambda xs: embed(constant, *xs), (micro, keys))  # [k, b, E] each
+
+        # 2. the loss over the whole batch, and its gradient w.r.t. the embeddings (and the temperature)
+        def whole(image, text, p):
+            e = image.shape[-1]
+            out = self.model.apply({"params": p}, image.reshape(-1, e), text.reshape(-1, e), method="similarity")
+            loss, metrics = self._loss_fn()(out["logits_per_image"])
+            return loss, {**metrics, "logit_scale": out["logit_scale"]}
+
+        (loss, metrics), (d_images, d_texts, grads) = jax.value_and_grad(whole, argnums=(0, 1, 2), has_aux=True)(
+            images, texts, freeze(params)
+        )
+
+        # 3. each micro-batch's forward again, back-propagated from its share of those gradients
+        def add_micro(total, xs):
+            mb, key, d_image, d_text = xs
+            _, vjp = jax.vjp(lambda p: embed(p, mb, key), params)
+            return jax.tree.map(jnp.add, total, vjp((d_image, d_text))[0]), None
+
+        grads, _ = jax.lax.scan(add_micro, grads, (micro, keys, d_images, d_texts))
+        return loss, metrics, grads
+
+    def _loss_fn(self):
+        sigmoid = self.config.model.loss == "sigmoid"
+        return losses.sigmoid_contrastive_loss if sigmoid else losses.softmax_contrastive_loss
 
     def encode_image(self, params, image):
         """Normalized image embeddings [B, E]."""
