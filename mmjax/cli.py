@@ -1,4 +1,4 @@
-"""`mmjax train | eval | sweep | bench | config | convert` (also `python -m mmjax ...`).
+"""`mmjax train | eval | sweep | bench | config | convert | predict` (also `python -m mmjax ...`).
 
 mmjax train --config configs/clip_shapes.py[:variant] --workdir runs/x [--config.key=value ...]
 mmjax eval  --config F --workdir D [--evals retrieval] [--split test] [--step 480]
@@ -6,6 +6,7 @@ mmjax sweep --config F --workdir D [--dry_run]          # points declared by get
 mmjax bench --config F [--steps 20]                      # steady-state step time etc., as JSON
 mmjax config show F [--docs]                             # the fully resolved config (every key, its doc)
 mmjax convert --path DIR --to DIR2                       # Hugging Face dir -> load -> save (validates)
+mmjax predict --workdir D zeroshot --images DIR --classes red blue [--jsonl OUT] [--show OUT.png]  # mmjax/predict
 
 Any key of the resolved config can be overridden: --config.optim.lr=3e-4 --config.model.image.depth=2.
 A config mistake is one line on stderr naming the key, and exit code 2, before any training step.
@@ -50,6 +51,9 @@ def _parser() -> argparse.ArgumentParser:
     c = sub.add_parser("convert", help="load a Hugging Face directory and write it back out (or to another dir)")
     c.add_argument("--path", required=True)
     c.add_argument("--to", required=True)
+    from mmjax.predict.command import add_arguments as add_predict_arguments
+
+    add_predict_arguments(sub.add_parser("predict", help="zero-shot, ranking, answers, captions on your images"))
     return p
 
 
@@ -76,6 +80,10 @@ def main(argv: list[str] | None = None) -> int:
             save_pretrained(model, variables, known.to)
             print(json.dumps({"converted": known.path, "to": known.to, "model": type(model).__name__}))
             return 0
+        if known.command == "predict":
+            from mmjax.predict.command import run as run_predict
+
+            return run_predict(known)
         if known.command == "sweep":
             from mmjax.train.sweep import run_sweep
 
