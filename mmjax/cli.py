@@ -1,4 +1,4 @@
-"""`mmjax train | eval | sweep | bench | config | convert` (also `python -m mmjax ...`).
+"""`mmjax train | eval | sweep | bench | config | convert | predict` (also `python -m mmjax ...`).
 
 mmjax train --config configs/clip_shapes.py[:variant] --workdir runs/x [--config.key=value ...]
 mmjax eval  --workdir D [--config F] [--evals retrieval] [--split test] [--step 480]
@@ -7,6 +7,7 @@ mmjax bench --config F [--steps 20]                      # steady-state step tim
 mmjax config show F [--docs]                             # the fully resolved config (every key, its doc)
 mmjax configs [DIR]                                      # every config file, its variants, what it trains
 mmjax convert --path DIR --to DIR2                       # Hugging Face dir -> load -> save (validates)
+mmjax predict --workdir D zeroshot --images DIR --classes red blue [--jsonl OUT] [--show OUT.png]  # mmjax/predict
 
 Any key of the resolved config can be overridden: --config.optim.lr=3e-4 --config.model.image.depth=2.
 A config mistake is one line on stderr naming the key, and exit code 2, before any training step.
@@ -93,6 +94,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     c.add_argument("--path", required=True)
     c.add_argument("--to", required=True)
+    from mmjax.predict.command import add_arguments as add_predict_arguments
+
+    add_predict_arguments(sub.add_parser("predict", help="zero-shot, ranking, answers, captions on your images"))
     return p
 
 
@@ -119,6 +123,10 @@ def main(argv: list[str] | None = None) -> int:
             save_pretrained(model, variables, known.to)
             print(json.dumps({"converted": known.path, "to": known.to, "model": type(model).__name__}))
             return 0
+        if known.command == "predict":
+            from mmjax.predict.command import run as run_predict
+
+            return run_predict(known)
         if known.command == "sweep":
             from mmjax.train.sweep import run_sweep
 
