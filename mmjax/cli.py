@@ -96,7 +96,9 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--to", required=True)
     from mmjax.predict.command import add_arguments as add_predict_arguments
 
-    add_predict_arguments(sub.add_parser("predict", help="zero-shot, ranking, answers, captions on your images"))
+    add_predict_arguments(
+        sub.add_parser("predict", help="zero-shot, ranking, answers, captions on your images", parents=[common])
+    )
     return p
 
 

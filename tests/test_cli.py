@@ -75,7 +75,8 @@ def test_every_usage_line_of_the_module_docstring_parses():
     """cli.py's docstring is the usage summary people copy from: each line, its [optional] parts included, must
     be accepted by the real parser (anything left over may only be --config.key=value overrides)."""
     lines = [line.split("#")[0] for line in cli.__doc__.splitlines() if line.startswith("mmjax ")]
-    assert {line.split()[1] for line in lines} == {"train", "eval", "sweep", "bench", "config", "convert", "predict"}
+    commands = {"train", "eval", "sweep", "bench", "config", "configs", "convert", "predict"}
+    assert {line.split()[1] for line in lines} == commands
     for line in lines:
         argv = re.sub(r"\[(.*?)\]", r"\1", line).replace("...", "").split()[1:]
         known, extra = cli._parser().parse_known_args(argv)

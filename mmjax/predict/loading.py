@@ -27,6 +27,7 @@ from mmjax import data as mmdata
 from mmjax import sharding
 from mmjax.data.preprocess import CLIP_MEAN, CLIP_STD, ImagePreprocessor
 from mmjax.predict.images import PredictError
+from mmjax.train.inputs import DATASET_INFO
 from mmjax.train.optim import build_optimizer
 from mmjax.train.state import TrainState
 from mmjax.train.tasks import Task, build_task
@@ -70,13 +71,18 @@ def saved_config(directory: epath.Path, step: int) -> ml_collections.ConfigDict:
     return mmconfig.make_config(saved)
 
 
-def dataset_info(config: ml_collections.ConfigDict) -> mmdata.DatasetInfo:
-    """What the task needs of the run's dataset, without opening or preparing it.
+def dataset_info(config: ml_collections.ConfigDict, workdir=None) -> mmdata.DatasetInfo:
+    """What the task needs of the run's dataset, without opening or preparing it: what the trainer recorded in
+    workdir/dataset_info.json, else (runs trained before it did) as follows.
 
     Only VQA needs something, its answer vocabulary (index = the model's output): `data.answers` when the run
     stated it, else what the dataset's builder records (a constant for `shapes`; read from the prepared dataset's
     metadata for the others, so those must be prepared where `data.data_dir` points).
     """
+    recorded = epath.Path(workdir) / DATASET_INFO if workdir is not None else None
+    if recorded is not None and recorded.exists():
+        fields = json.loads(recorded.read_text())
+        return mmdata.DatasetInfo(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
     if config.task != "vqa":
         return mmdata.DatasetInfo(splits=())
     answers = tuple(config.data.answers or ())
@@ -129,7 +135,7 @@ def load_run(workdir: str | os.PathLike, step: int | None = None) -> LoadedRun:
                 problems.append(f"step {s}: its config: {_one_line(e)}")
                 logger.warning("checkpoint step %d is passed over: %s", s, problems[-1])
                 continue
-            task = build_task(config, dataset_info(config))  # PredictError (VQA without its vocabulary) propagates
+            task = build_task(config, dataset_info(config, workdir))  # PredictError (VQA without answers) propagates
             target = abstract_state(task, config, device)
             try:
                 restored = manager.restore(s, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))

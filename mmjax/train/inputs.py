@@ -10,6 +10,10 @@ from jax.experimental import multihost_utils
 from mmjax import data as mmdata
 from mmjax.config import ConfigError
 
+# The DatasetInfo a run's task was built with, written beside its checkpoints: the model can be rebuilt from the
+# workdir alone (mmjax.predict), without the dataset.
+DATASET_INFO = "dataset_info.json"
+
 
 def data_config(config: ml_collections.ConfigDict, **overrides) -> ml_collections.ConfigDict:
     """config.data with the experiment's global batch size and seed (what `build_pipeline` reads), plus overrides

@@ -8,6 +8,8 @@ batches in and metrics out.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import json
 import logging
 import re
 import signal
@@ -27,7 +29,7 @@ from mmjax import distributed, sharding
 from mmjax.train import init_from as init_from_lib
 from mmjax.train.checkpoint import Checkpointer
 from mmjax.train.evaluate import build_evaluators, run_evaluators
-from mmjax.train.inputs import check_splits, data_config, prepare_data
+from mmjax.train.inputs import DATASET_INFO, check_splits, data_config, prepare_data
 from mmjax.train.lock import WorkdirLock
 from mmjax.train.metrics import MetricWriter, Progress, compiled_flops, device_peak_flops, log_file
 from mmjax.train.optim import build_optimizer
@@ -183,6 +185,8 @@ def _train(config, workdir: epath.Path, devices, main: bool) -> dict[str, Any]:
         ckpt.close()
         raise
     logger.info("%s", header(config, setup, str(workdir)))
+    if main:  # what the task was built with, so the run's model can be rebuilt without its dataset (mmjax.predict)
+        (workdir / DATASET_INFO).write_text(json.dumps(dataclasses.asdict(setup.info), indent=1))
     if start is not None:
         logger.info("resumed from step %d in %s", start, ckpt.directory)
     else:

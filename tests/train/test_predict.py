@@ -3,6 +3,7 @@ the same numbers; mistakes are one line and exit 2. Runs are the tiny configs tr
 
 import json
 import pathlib
+import re
 
 import jax
 import jax.numpy as jnp
@@ -26,16 +27,12 @@ CLASSES = ["red circle", "blue square", "green triangle", "yellow cross"]
 NUM_IMAGES = 5
 NO_EVALS = ("eval_every=0",)  # the tests evaluate themselves; the run only needs its checkpoint
 
-# The README's "Using a trained model" example, run as is (in a folder holding runs/demo and pngs/).
-README_SNIPPET = """\
-import pathlib
-from mmjax.predict import Predictor
 
-predictor = Predictor.from_workdir("runs/demo")  # `make demo`'s run: its newest checkpoint
-files, classes = sorted(pathlib.Path("pngs").glob("*.png")), ["red circle", "blue square", "green triangle"]
-for file, probs in zip(files, predictor.zero_shot(files, classes)):  # one probability per class, summing to 1
-    print(file.name, classes[probs.argmax()], f"{probs.max():.2f}")
-"""
+# The README's "Using a trained model" example, run as is (in a folder holding runs/demo and pngs/).
+def _readme_snippet() -> str:
+    """The README's five-line predict example (the block after `<!-- predict-example -->`), run as written."""
+    readme = (REPO / "README.md").read_text()
+    return re.search(r"<!-- predict-example -->\s*```python\n(.*?)```", readme, flags=re.S).group(1)
 
 
 def _train(config, workdir) -> None:
@@ -173,7 +170,7 @@ def test_the_readme_snippet_runs(clip_run, tmp_path, monkeypatch, capsys):
     (tmp_path / "runs" / "demo").symlink_to(workdir)
     (tmp_path / "pngs").symlink_to(pngs[0].parent)
     monkeypatch.chdir(tmp_path)
-    exec(compile(README_SNIPPET, "README snippet", "exec"), {"__name__": "readme"})
+    exec(compile(_readme_snippet(), "README predict example", "exec"), {"__name__": "readme"})
     lines = capsys.readouterr().out.strip().splitlines()
     assert [line.split()[0] for line in lines] == [p.name for p in pngs]
 
@@ -322,3 +319,18 @@ def test_a_vqa_run_without_its_answer_vocabulary_says_so(vqa_and_caption_runs, t
     saved.write_text(json.dumps(stated))
     with pytest.raises(PredictError, match="answer vocabulary is recorded by its dataset"):
         Predictor.from_workdir(copy)
+
+
+def test_a_vqa_run_predicts_without_its_dataset_from_the_recorded_dataset_info(vqa_and_caption_runs, tmp_path):
+    """The trainer writes workdir/dataset_info.json (the answer vocabulary among it): the workdir alone suffices."""
+    import shutil
+
+    config, workdir = vqa_and_caption_runs["vqa"]
+    copy = tmp_path / "copy"
+    shutil.copytree(workdir, copy)
+    saved = copy / "checkpoints" / "2" / "config" / "metadata"
+    stated = json.loads(saved.read_text())
+    stated["data"].update(source="jsonl", path=str(tmp_path), data_dir=str(tmp_path / "tfds"))
+    saved.write_text(json.dumps(stated))
+    answers = json.loads((copy / "dataset_info.json").read_text())["answers"]
+    assert len(Predictor.from_workdir(copy).task.info.answers) == len(answers) > 2
