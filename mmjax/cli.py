@@ -26,6 +26,19 @@ OVERRIDES_HELP = (
 )
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is when a record comes, not the one it was created with (notebooks and test
+    runners swap it; a handler holding a closed stream would fail every later log call)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        del value
+
+
 def _configure_logging(verbosity: int) -> None:
     """The terminal shows mmjax's own messages (the run's header, evaluations, warnings) and errors from the
     libraries; with --verbosity 1 every library's warnings and info too. A training run also writes everything
@@ -34,7 +47,7 @@ def _configure_logging(verbosity: int) -> None:
     root.setLevel(logging.DEBUG if verbosity >= 2 else logging.INFO)
     for handler in [h for h in root.handlers if getattr(h, "mmjax_terminal", False)]:
         root.removeHandler(handler)  # main() called again in one process (tests, notebooks)
-    terminal = logging.StreamHandler(sys.stderr)
+    terminal = _StderrHandler()
     terminal.mmjax_terminal = True
     terminal.setFormatter(logging.Formatter("%(message)s" if verbosity == 0 else "%(levelname)s %(name)s: %(message)s"))
     floor = logging.ERROR if verbosity == 0 else logging.INFO

@@ -170,7 +170,8 @@ def test_a_lock_left_by_a_killed_run_is_taken_over(tmp_path, caplog):
 def test_two_processes_preparing_one_dataset_at_once_both_succeed(tmp_path):
     """Without the prepare lock, TFDS fails the second writer (FileExistsError renaming `incomplete...`)."""
     script = (
-        "import sys\n"
+        "import logging, sys\n"
+        "logging.basicConfig(level=logging.INFO)\n"
         "from mmjax import data\n"
         "cfg = data.default_config()\n"
         "cfg.data_dir = sys.argv[1]\n"
@@ -180,10 +181,16 @@ def test_two_processes_preparing_one_dataset_at_once_both_succeed(tmp_path):
     )
     env = {**os.environ, "PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu"}
     procs = [
-        subprocess.Popen([sys.executable, "-c", script, str(tmp_path)], env=env, stdout=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, "-c", script, str(tmp_path)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for _ in range(2)
     ]
-    outs = [p.communicate(timeout=300)[0] for p in procs]
-    assert [p.returncode for p in procs] == [0, 0]
-    assert [o.strip().splitlines()[-1] for o in outs] == ["200", "200"]
-    assert sum("downloaded and prepared" in o for o in outs) == 1, "one prepared it, the other reused it"
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [err[-2000:] for _, err in outs]
+    assert [out.strip().splitlines()[-1] for out, _ in outs] == ["200", "200"]
+    assert sum("prepared mmjax_shapes in" in err for _, err in outs) == 1, "one prepared it, the other reused it"

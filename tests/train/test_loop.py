@@ -106,13 +106,18 @@ def test_logged_step_time_includes_the_computation_not_just_its_dispatch(tmp_pat
     slow(x).block_until_ready()
     blocking = time.perf_counter() - t0
 
+    from types import SimpleNamespace
+
+    from mmjax.data import DatasetInfo
+
     loop = _Loop.__new__(_Loop)
     loop.config = ml_collections.ConfigDict({"batch_size": 1})
     loop.writer = MetricWriter(tmp_path, enabled=False)
+    loop.setup = SimpleNamespace(info=DatasetInfo(splits=()))
     loop.flops, loop.peak, loop.last = None, None, {}
     start = time.perf_counter()
     metrics = {"loss": slow(x), "nonfinite": jnp.zeros((), jnp.int32)}  # returns before the work is done
-    loop.log([(1, metrics)], start, train_it=None)
+    loop.log([(1, metrics)], start, train_it=SimpleNamespace(num_skipped=0))
     assert loop.last["step_time_ms"] >= 0.5 * 1000 * blocking
 
 
