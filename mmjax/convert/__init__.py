@@ -1,4 +1,5 @@
-"""Weights in and out: Hugging Face `save_pretrained` directories (config.json + safetensors).
+"""Weights in and out: Hugging Face `save_pretrained` directories (config.json + safetensors), and open_clip
+checkpoints in (open_clip_config.json + safetensors; openclip.py).
 
     model, variables = load_pretrained("path/to/clip-dir", scan=True)
     out = model.apply(variables, pixel_values=images_nhwc, input_ids=ids, attention_mask=mask)
@@ -17,7 +18,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mmjax.convert import hf_bert, hf_clip, hf_visualbert
+from mmjax.convert import hf_bert, hf_clip, hf_siglip, hf_visualbert, openclip
 from mmjax.convert.hf_common import HFConverter
 from mmjax.convert.mapping import (
     CheckpointMismatchError,
@@ -33,7 +34,7 @@ from mmjax.convert.mapping import (
 from mmjax.convert.safetensors_io import CheckpointFormatError, open_checkpoint, read_config, write_checkpoint
 
 ARCHITECTURES: dict[str, HFConverter] = {
-    c.architecture: c for c in (hf_clip.CONVERTER, hf_bert.CONVERTER, *hf_visualbert.CONVERTERS)
+    c.architecture: c for c in (hf_clip.CONVERTER, *hf_siglip.CONVERTERS, hf_bert.CONVERTER, *hf_visualbert.CONVERTERS)
 }
 
 
@@ -55,7 +56,7 @@ def _converter_for_config(config: Mapping, path: str) -> HFConverter:
 
 def _converter_for_model(model: nn.Module) -> HFConverter:
     for converter in ARCHITECTURES.values():
-        if type(model) is converter.model_class:
+        if type(model) is converter.model_class and (converter.exports is None or converter.exports(model)):
             return converter
     supported = sorted(c.model_class.__name__ for c in ARCHITECTURES.values())
     raise ValueError(f"cannot export {type(model).__name__} to Hugging Face; supported models: {supported}")
@@ -81,9 +82,11 @@ def load_pretrained(
     param_dtype=jnp.float32,
     **model_overrides,
 ) -> tuple[nn.Module, dict]:
-    """Load a Hugging Face `save_pretrained` directory (CLIPModel or BertModel) into an mmjax model.
+    """Load a Hugging Face `save_pretrained` directory (any class in ARCHITECTURES: CLIPModel, SiglipModel and its
+    towers, BertModel, VisualBERT) or an open_clip checkpoint into an mmjax model.
 
-    path:            directory with config.json and model.safetensors (or an index + shards).
+    path:            directory with config.json and model.safetensors (or an index + shards); or with
+                     open_clip_config.json and open_clip_model.safetensors (or one *.safetensors file).
     dtype:           compute dtype of every module; param_dtype: dtype the weights are cast to.
     model_overrides: module fields to change, e.g. scan=True, remat=True, interpolate_pos_embed=True,
                      pool='mean'. A plain key goes to every sub-module with that field; `text_tower={...}` /
@@ -96,15 +99,20 @@ def load_pretrained(
     weight is loaded.
     """
     path = os.fspath(path)
-    config = read_config(path)
-    converter = _converter_for_config(config, path)
-    model = converter.build_model(config, dtype, param_dtype, model_overrides)
-    checkpoint = open_checkpoint(path)
+    if os.path.isdir(path) and openclip.is_open_clip_dir(path):
+        converter = openclip.CONVERTER
+        model = converter.build_model(openclip.read_model_cfg(path), dtype, param_dtype, model_overrides)
+        checkpoint = openclip.open_weights(path)
+    else:
+        config = read_config(path)
+        converter = _converter_for_config(config, path)
+        model = converter.build_model(config, dtype, param_dtype, model_overrides)
+        checkpoint = open_checkpoint(path)
 
     expected = expected_params(model, converter.example_inputs(model))
     rules = converter.rules(model)
     expected_flat = flatten(unstack_layers(expected))
-    check_rules(rules, expected_flat, "Hugging Face")
+    check_rules(rules, expected_flat, "checkpoint" if converter is openclip.CONVERTER else "Hugging Face")
     got, original = _checkpoint_shapes(checkpoint, converter)
     try:
         compare_shapes(hf_shapes(rules, expected_flat), got, f"{converter.architecture} at {path}")
@@ -113,7 +121,7 @@ def load_pretrained(
         unexpected = {original[k]: s for k, s in e.unexpected.items()}
         raise CheckpointMismatchError(e.missing, unexpected, e.mismatched, e.context) from None
 
-    tensors = checkpoint.read(original[r.hf] for r in rules)
+    tensors = checkpoint.read({original[r.hf] for r in rules})
     tensors = {name: tensors[key] for name, key in original.items() if key in tensors}
     params = import_params(rules, tensors, expected, param_dtype)
     return model, {"params": jax.tree.map(jnp.asarray, params)}
@@ -128,10 +136,12 @@ def save_pretrained(
 ) -> None:
     """Write `model` and its `variables` as a Hugging Face directory (config.json + model.safetensors).
 
-    transformers' `CLIPModel.from_pretrained(path)` / `BertModel.from_pretrained(path)` load it back and
-    compute the same outputs. Works for scanned models (layers are unstacked). Raises ValueError naming the
-    field when the model has something the Hugging Face class cannot represent (a ResNet image tower, MAP
-    pooling, a SigLIP bias, ...), and CheckpointMismatchError when `variables` do not match the model.
+    transformers' `CLIPModel.from_pretrained(path)` (`SiglipModel`, `BertModel`, ...) loads it back and computes
+    the same outputs. A CLIP exports as CLIPModel, or as SiglipModel when it has a logit bias; a ViT as
+    SiglipVisionModel and a TextTransformer as SiglipTextModel (SigLIP's towers). Works for scanned models (layers
+    are unstacked). Raises ValueError naming the field when the model has something the Hugging Face class cannot
+    represent (a ResNet image tower, a CLIP with both projections and a logit bias, ...), and
+    CheckpointMismatchError when `variables` do not match the model.
     """
     converter = _converter_for_model(model)
     config = converter.export_config(model)

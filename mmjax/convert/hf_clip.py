@@ -230,4 +230,5 @@ CONVERTER = HFConverter(
     example_inputs=example_inputs,
     # Non-persistent in current transformers, saved by older versions; position ids are not weights.
     ignored_keys=frozenset({"text_model.embeddings.position_ids", "vision_model.embeddings.position_ids"}),
+    exports=lambda model: model.logit_bias_init is None,  # with a logit bias: SiglipModel (hf_siglip.py)
 )

@@ -25,6 +25,9 @@ class HFConverter:
     example_inputs: model -> keyword inputs for `model.init`, used only under jax.eval_shape.
     ignored_keys:  checkpoint entries that are buffers, not parameters (e.g. position_ids), skipped by name.
     normalize_key: old or prefixed checkpoint names -> current ones (LayerNorm.gamma -> .weight), or None.
+    exports:       model -> whether save_pretrained picks this converter for it, when several Hugging Face
+                   classes share one model_class (CLIP exports as CLIPModel or, with a logit bias, SiglipModel);
+                   None: every model of model_class.
     """
 
     architecture: str
@@ -36,6 +39,7 @@ class HFConverter:
     example_inputs: Callable[[nn.Module], dict]
     ignored_keys: frozenset[str] = frozenset()
     normalize_key: Callable[[str], str] | None = None
+    exports: Callable[[nn.Module], bool] | None = None
 
 
 # Hugging Face `hidden_act` -> layers.transformer.ACTIVATIONS. gelu_new, gelu_pytorch_tanh and gelu_fast are

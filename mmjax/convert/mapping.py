@@ -51,15 +51,23 @@ HEADS_BIAS = Transform("heads_bias", lambda b: b, lambda b: b.reshape(-1))
 HEADS_OUT = Transform("heads_out", lambda w: w.T, lambda k: k.reshape(-1, k.shape[-1]).T)
 # torch Conv2d weight [O, I, kh, kw] <-> flax Conv kernel [kh, kw, I, O].
 CONV = Transform("conv", lambda w: w.transpose(2, 3, 1, 0), lambda k: k.transpose(3, 2, 0, 1))
+# A scalar stored as a one-element vector (SigLIP's logit_scale / logit_bias are [1]) <-> a 0-d parameter.
+ONE_ELEMENT = Transform("one_element", lambda x: x, lambda x: x.reshape(1))
 
 
 @dataclasses.dataclass(frozen=True)
 class Rule:
-    """One Hugging Face tensor <-> one mmjax parameter ('/'-separated path under `params`)."""
+    """One Hugging Face tensor <-> one mmjax parameter ('/'-separated path under `params`).
+
+    part: (i, n) when the tensor holds n parameters concatenated along axis 0 and this is the i-th, as torch's
+          nn.MultiheadAttention stores q, k and v in one `in_proj_weight` [3D, D]. Loading slices it; saving
+          concatenates the n parts, so the round trip is exact.
+    """
 
     hf: str
     mm: str
     transform: Transform = IDENTITY
+    part: tuple[int, int] | None = None
 
 
 def linear_rules(hf: str, mm: str, *, bias: bool = True) -> list[Rule]:
@@ -84,6 +92,21 @@ def attention_rules(hf_query: str, hf_key: str, hf_value: str, hf_out: str, mm: 
     return rules + [
         Rule(f"{hf_out}.weight", f"{mm}/out/kernel", HEADS_OUT),
         Rule(f"{hf_out}.bias", f"{mm}/out/bias"),
+    ]
+
+
+def fused_attention_rules(hf: str, mm: str) -> list[Rule]:
+    """torch.nn.MultiheadAttention `{hf}.in_proj_weight` [3D, D] / `in_proj_bias` [3D] (q; k; v) and
+    `{hf}.out_proj` <-> layers.MultiHeadAttention at `mm`."""
+    rules = []
+    for i, name in enumerate(("query", "key", "value")):
+        rules += [
+            Rule(f"{hf}.in_proj_weight", f"{mm}/{name}/kernel", HEADS_IN, part=(i, 3)),
+            Rule(f"{hf}.in_proj_bias", f"{mm}/{name}/bias", HEADS_BIAS, part=(i, 3)),
+        ]
+    return rules + [
+        Rule(f"{hf}.out_proj.weight", f"{mm}/out/kernel", HEADS_OUT),
+        Rule(f"{hf}.out_proj.bias", f"{mm}/out/bias"),
     ]
 
 
@@ -164,8 +187,26 @@ def expected_params(model: nn.Module, inputs: Mapping[str, Any]) -> dict:
 
 
 def hf_shapes(rules: Iterable[Rule], expected_flat: Mapping[str, jax.ShapeDtypeStruct]) -> dict[str, Shape]:
-    """The Hugging Face key -> shape a model needs, by running each export transform on abstract values."""
-    return {r.hf: tuple(jax.eval_shape(r.transform.to_hf, expected_flat[r.mm]).shape) for r in rules}
+    """The Hugging Face key -> shape a model needs, by running each export transform on abstract values.
+
+    A tensor made of parts (Rule.part) has n times its parts' first dimension; parts that do not tile it
+    exactly (a missing index, unequal shapes) are a converter bug and a ValueError.
+    """
+    shapes, parts = {}, {}
+    for r in rules:
+        shape = tuple(jax.eval_shape(r.transform.to_hf, expected_flat[r.mm]).shape)
+        if r.part is None:
+            shapes[r.hf] = shape
+        else:
+            parts.setdefault(r.hf, {})[r.part] = shape
+    for key, pieces in parts.items():
+        n = next(iter(pieces))[1]
+        part_shapes = set(pieces.values())
+        if set(pieces) != {(i, n) for i in range(n)} or len(part_shapes) != 1:
+            raise ValueError(f"converter rules for {key!r} do not split it into equal parts: {pieces}")
+        ((first, *rest),) = part_shapes
+        shapes[key] = (n * first, *rest)
+    return shapes
 
 
 # --- checks -------------------------------------------------------------------------------------------------
@@ -241,7 +282,10 @@ def import_params(
     expected_flat = flatten(unstack_layers(expected))
     flat = {}
     for r in rules:
-        value = r.transform.to_mm(np.asarray(tensors[r.hf]))
+        value = np.asarray(tensors[r.hf])
+        if r.part is not None:
+            value = np.split(value, r.part[1], axis=0)[r.part[0]]
+        value = r.transform.to_mm(value)
         flat[r.mm] = np.asarray(value.reshape(expected_flat[r.mm].shape), dtype=param_dtype)
     params = stack_layers(unflatten(flat), expected)
     # Guards converter bugs: the result must be exactly the tree model.init would have made.
@@ -253,4 +297,13 @@ def import_params(
 def export_params(rules: list[Rule], params: Mapping) -> dict[str, np.ndarray]:
     """mmjax params (scanned or not) -> Hugging Face state dict of numpy arrays."""
     flat = flatten(unstack_layers(jax.device_get(dict(params))))
-    return {r.hf: np.asarray(r.transform.to_hf(np.asarray(flat[r.mm]))) for r in rules}
+    out, parts = {}, {}
+    for r in rules:
+        value = np.asarray(r.transform.to_hf(np.asarray(flat[r.mm])))
+        if r.part is None:
+            out[r.hf] = value
+        else:
+            parts.setdefault(r.hf, {})[r.part[0]] = value
+    for key, pieces in parts.items():
+        out[key] = np.concatenate([pieces[i] for i in sorted(pieces)], axis=0)
+    return out

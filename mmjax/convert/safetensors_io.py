@@ -38,7 +38,8 @@ def read_config(path: str | os.PathLike) -> dict:
     if not os.path.isfile(config_file):
         raise CheckpointFormatError(
             f"{path!r} has no {CONFIG_NAME}; a Hugging Face save_pretrained directory holds it next to "
-            f"{WEIGHTS_NAME} (found: {sorted(os.listdir(path))})"
+            f"{WEIGHTS_NAME}, as an open_clip checkpoint holds open_clip_config.json "
+            f"(found: {sorted(os.listdir(path))})"
         )
     with open(config_file) as f:
         return json.load(f)
@@ -62,6 +63,12 @@ class SafetensorsCheckpoint:
         missing = sorted(set(self._files) - set(self.shapes))
         if missing:
             raise CheckpointFormatError(f"the index lists tensors that their shard files do not hold: {missing}")
+
+    @classmethod
+    def from_file(cls, file: str) -> SafetensorsCheckpoint:
+        """Every tensor of one safetensors file."""
+        with safe_open(file, framework="np") as f:
+            return cls({key: file for key in f.keys()})
 
     def keys(self) -> list[str]:
         return sorted(self.shapes)
@@ -95,8 +102,7 @@ def open_checkpoint(path: str | os.PathLike) -> SafetensorsCheckpoint:
             raise CheckpointFormatError(f"{index} names shard files that are not in {path!r}: {absent}")
         return SafetensorsCheckpoint(files)
     if os.path.isfile(single):
-        with safe_open(single, framework="np") as f:
-            return SafetensorsCheckpoint({key: single for key in f.keys()})
+        return SafetensorsCheckpoint.from_file(single)
     present = sorted(os.listdir(path))
     if any(name in present for name in _PICKLE_NAMES):
         raise CheckpointFormatError(

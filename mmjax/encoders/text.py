@@ -1,7 +1,8 @@
 """Text towers: the CLIP text transformer (causal, pooled at end-of-text) and BERT (bidirectional, post-LN).
 
 Parameter names (stable; converters depend on them):
-  TextTransformer: `token_embed` (embedding), `pos_embed` (embedding), `encoder`, `ln_final`.
+  TextTransformer: `token_embed` (embedding), `pos_embed` (embedding), `encoder`, `ln_final`, `head` (kernel,
+                   bias; only with projection_dim, SigLIP's).
   Bert:            `embeddings` {token_embed, pos_embed, type_embed, ln}, `encoder`, `pooler` (kernel, bias).
 """
 
@@ -50,7 +51,8 @@ def eot_positions(input_ids, mask, pool: str, eos_token_id: int | None):
 
     'argmax': the largest id (OpenAI CLIP: end-of-text has the largest id in its vocabulary);
     'eos':    the first occurrence of eos_token_id (falls back to the last real token when absent);
-    'last':   the last real (unmasked) token.
+    'last':   the last real (unmasked) token;
+    'last_position': the final position T-1 whatever the mask (SigLIP, which pads to a fixed length).
     """
     last = jnp.maximum(jnp.sum(mask, axis=1) - 1, 0)
     if pool == "argmax":
@@ -62,14 +64,19 @@ def eot_positions(input_ids, mask, pool: str, eos_token_id: int | None):
         return jnp.where(jnp.any(is_eos, axis=1), jnp.argmax(is_eos, axis=1), last)
     if pool == "last":
         return last
-    raise ValueError(f"unknown pool {pool!r}; expected 'argmax', 'eos', 'last' or 'mean'")
+    if pool == "last_position":
+        return jnp.full(input_ids.shape[:1], input_ids.shape[1] - 1)
+    raise ValueError(f"unknown pool {pool!r}; expected 'argmax', 'eos', 'last', 'last_position' or 'mean'")
 
 
 class TextTransformer(nn.Module):
     """CLIP's text tower: input_ids [B, T] (+ attention_mask) -> Encoded(tokens [B, T, D], mask, pooled [B, D]).
 
     Causal self-attention (padding keys masked too), a final LayerNorm over every token, and the pooled vector is
-    the token chosen by `pool` ('argmax' | 'eos' | 'last' | 'mean').
+    the token chosen by `pool` ('argmax' | 'eos' | 'last' | 'last_position' | 'mean'). SigLIP's text tower is this
+    with causal=False, pool='last_position' and a `head`.
+
+    projection_dim: width of a Linear with bias (`head`) applied to the pooled vector (SigLIP); None: no head
     """
 
     vocab_size: int = 49408
@@ -83,6 +90,7 @@ class TextTransformer(nn.Module):
     causal: bool = True
     pool: str = "argmax"
     eos_token_id: int | None = None
+    projection_dim: int | None = None
     dropout_rate: float = 0.0
     attention_dropout_rate: float = 0.0
     attention_impl: str | None = None
@@ -108,6 +116,8 @@ class TextTransformer(nn.Module):
         else:
             idx = eot_positions(input_ids, mask, self.pool, self.eos_token_id)
             pooled = jnp.take_along_axis(x, idx[:, None, None], axis=1)[:, 0]
+        if self.projection_dim is not None:
+            pooled = dense(self.projection_dim, ("embed", "mlp"), name="head", **kw)(pooled)
         return Encoded(tokens=x, mask=mask, pooled=pooled)
 
 

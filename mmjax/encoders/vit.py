@@ -155,6 +155,7 @@ class ViT(nn.Module):
                 self.num_heads,
                 self.mlp_dim,
                 self.layer_norm_eps,
+                self.activation,
                 self.dtype,
                 self.param_dtype,
                 name="map_head",

@@ -15,11 +15,13 @@ class MAPHead(nn.Module):
     """Multihead attention pooling: a learned probe attends over the tokens, then an MLP residual.
 
     [B, T, D] (+ optional [B, T] validity mask) -> [B, D]. Parameter names: `probe` [1, 1, D], `attn`, `ln`, `mlp`.
+    `activation` is the MLP's (a ViT passes its own, as big_vision and Hugging Face's SigLIP head do).
     """
 
     num_heads: int
     mlp_dim: int | None = None
     layer_norm_eps: float = 1e-6
+    activation: str = "gelu"
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
@@ -37,5 +39,5 @@ class MAPHead(nn.Module):
         attn_mask = padding_mask(mask)
         x = MultiHeadAttention(self.num_heads, name="attn", **kw)(probe, x, mask=attn_mask)
         y = layer_norm(self.layer_norm_eps, name="ln", **kw)(x)
-        x = x + Mlp(self.mlp_dim or 4 * d, name="mlp", **kw)(y)
+        x = x + Mlp(self.mlp_dim or 4 * d, self.activation, name="mlp", **kw)(y)
         return x[:, 0]

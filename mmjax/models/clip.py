@@ -1,7 +1,8 @@
 """CLIP / SigLIP: any image tower and any text tower, joined by linear projections into one embedding space.
 
 Parameter names (stable): `image_tower`, `text_tower`, `image_projection` and `text_projection` (kernel
-[tower width, embed_dim]), `logit_scale` (a scalar, log of the temperature's inverse), `logit_bias` (SigLIP only).
+[tower width, embed_dim]; absent with embed_dim=None), `logit_scale` (a scalar, log of the temperature's inverse),
+`logit_bias` (SigLIP only).
 Argument and output names follow Hugging Face's CLIPModel, so code written against it reads the same here.
 """
 
@@ -29,7 +30,8 @@ class CLIP(nn.Module):
     image_tower: a module mapping pixel_values [B, H, W, C] to an Encoded (e.g. encoders.ViT, encoders.ResNet).
     text_tower:  a module mapping input_ids [B, T] (+ attention_mask, token_type_ids) to an Encoded
                  (e.g. encoders.TextTransformer, encoders.Bert).
-    embed_dim:   width of the shared embedding space.
+    embed_dim:   width of the shared embedding space; None: no projections, the towers' pooled vectors are the
+                 embeddings (Hugging Face's SigLIP, whose towers end in their own heads).
     logit_scale_init: initial log inverse temperature (CLIP: log(1/0.07); SigLIP: log(10)).
     max_logit_scale:  exp(logit_scale) is clamped here (CLIP clamps at 100 so training cannot blow it up).
     logit_bias_init:  None for CLIP; SigLIP's learned bias, initialized at -10.
@@ -37,7 +39,7 @@ class CLIP(nn.Module):
 
     image_tower: nn.Module
     text_tower: nn.Module
-    embed_dim: int = 512
+    embed_dim: int | None = 512
     projection_bias: bool = False
     logit_scale_init: float = math.log(1 / 0.07)
     max_logit_scale: float = 100.0
@@ -47,8 +49,9 @@ class CLIP(nn.Module):
 
     def setup(self):
         kw = dict(use_bias=self.projection_bias, dtype=self.dtype, param_dtype=self.param_dtype)
-        self.image_projection = dense(self.embed_dim, ("embed", "mlp"), name="image_projection", **kw)
-        self.text_projection = dense(self.embed_dim, ("embed", "mlp"), name="text_projection", **kw)
+        if self.embed_dim is not None:
+            self.image_projection = dense(self.embed_dim, ("embed", "mlp"), name="image_projection", **kw)
+            self.text_projection = dense(self.embed_dim, ("embed", "mlp"), name="text_projection", **kw)
         self.logit_scale = self.param("logit_scale", nn.initializers.constant(self.logit_scale_init), ())
         if self.logit_bias_init is not None:
             self.logit_bias = self.param("logit_bias", nn.initializers.constant(self.logit_bias_init), ())
@@ -56,7 +59,7 @@ class CLIP(nn.Module):
     def image_features(self, pixel_values, *, train: bool = False) -> tuple[Encoded, jax.Array]:
         """-> (the image tower's Encoded, normalized image embeddings [B, embed_dim])."""
         enc = self.image_tower(pixel_values, train=train)
-        return enc, l2_normalize(self.image_projection(enc.pooled))
+        return enc, l2_normalize(enc.pooled if self.embed_dim is None else self.image_projection(enc.pooled))
 
     def text_features(
         self, input_ids, attention_mask=None, token_type_ids=None, *, train: bool = False
@@ -64,7 +67,7 @@ class CLIP(nn.Module):
         """-> (the text tower's Encoded, normalized text embeddings [B, embed_dim])."""
         extra = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
         enc = self.text_tower(input_ids, attention_mask, train=train, **extra)
-        return enc, l2_normalize(self.text_projection(enc.pooled))
+        return enc, l2_normalize(enc.pooled if self.embed_dim is None else self.text_projection(enc.pooled))
 
     def encode_image(self, pixel_values, *, train: bool = False) -> jax.Array:
         """pixel_values [B, H, W, C] -> L2-normalized image embeddings [B, embed_dim] (float32)."""

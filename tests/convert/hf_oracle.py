@@ -10,7 +10,7 @@ from __future__ import annotations
 import jax
 import numpy as np
 import torch
-from transformers import BertConfig, BertModel, CLIPConfig, CLIPModel
+from transformers import BertConfig, BertModel, CLIPConfig, CLIPModel, SiglipConfig, SiglipModel
 
 ATOL = 1e-4
 
@@ -44,12 +44,14 @@ def tiny_clip(
     layers=2,
     projection_dim=12,
     logit_scale=3.3,  # < ln(100): mmjax clamps exp(logit_scale) at 100 as OpenAI's training did
+    text_mlp=None,
+    vision_mlp=None,
     seed=0,
 ) -> CLIPModel:
     text = dict(
         vocab_size=vocab_size,
         hidden_size=text_width,
-        intermediate_size=2 * text_width + 3,
+        intermediate_size=text_mlp or 2 * text_width + 3,
         num_hidden_layers=layers,
         num_attention_heads=text_heads,
         max_position_embeddings=max_positions,
@@ -60,7 +62,7 @@ def tiny_clip(
     )
     vision = dict(
         hidden_size=vision_width,
-        intermediate_size=2 * vision_width + 5,
+        intermediate_size=vision_mlp or 2 * vision_width + 5,
         num_hidden_layers=layers,
         num_attention_heads=vision_heads,
         image_size=image_size,
@@ -111,6 +113,69 @@ def clip_reference(model: CLIPModel, pixel_values_nchw, input_ids, attention_mas
         "vision_model_output": {
             "last_hidden_state": vision.last_hidden_state.numpy(),
             "pooler_output": vision.pooler_output.numpy(),
+        },
+    }
+
+
+def tiny_siglip(
+    *,
+    text_width=48,
+    text_heads=3,
+    vision_width=48,
+    vision_heads=3,
+    act="gelu_pytorch_tanh",
+    vocab_size=99,
+    max_positions=11,
+    image_size=30,
+    patch_size=6,
+    channels=3,
+    layers=2,
+    projection_size=None,
+    logit_scale=4.8,  # exp = 121.5: above CLIP's clamp at 100, as released SigLIPs are (no clamp in SigLIP)
+    seed=0,
+) -> SiglipModel:
+    """A random SiglipModel with odd sizes (MLP widths not a multiple of the width, 25 patches, ...)."""
+    text = dict(
+        vocab_size=vocab_size,
+        hidden_size=text_width,
+        intermediate_size=text_width + 22,
+        num_hidden_layers=layers,
+        num_attention_heads=text_heads,
+        max_position_embeddings=max_positions,
+        hidden_act=act,
+        projection_size=projection_size,
+        # In the tiny vocabulary (transformers' defaults, 49406/49407, are outside it and only warn).
+        pad_token_id=1,
+        bos_token_id=vocab_size - 2,
+        eos_token_id=vocab_size - 1,
+    )
+    vision = dict(
+        hidden_size=vision_width,
+        intermediate_size=vision_width + 22,
+        num_hidden_layers=layers,
+        num_attention_heads=vision_heads,
+        image_size=image_size,
+        patch_size=patch_size,
+        num_channels=channels,
+        hidden_act=act,
+    )
+    model = randomize_(SiglipModel(SiglipConfig(text_config=text, vision_config=vision)), seed)
+    with torch.no_grad():
+        model.logit_scale.fill_(logit_scale)
+    return model
+
+
+def siglip_reference(model, pixel_values_nchw, input_ids, attention_mask) -> dict:
+    """SiglipModel outputs as numpy: embeddings, logits, and each tower's last_hidden_state / pooler_output."""
+    px, ids, mask = torch.tensor(pixel_values_nchw), torch.tensor(input_ids), torch.tensor(attention_mask)
+    with torch.no_grad():
+        out = model(pixel_values=px, input_ids=ids, attention_mask=mask)
+    towers = {"text_model_output": out.text_model_output, "vision_model_output": out.vision_model_output}
+    return {
+        **{k: getattr(out, k).numpy() for k in ("image_embeds", "text_embeds", "logits_per_image", "logits_per_text")},
+        **{
+            name: {"last_hidden_state": o.last_hidden_state.numpy(), "pooler_output": o.pooler_output.numpy()}
+            for name, o in towers.items()
         },
     }
 

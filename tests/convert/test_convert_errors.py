@@ -84,7 +84,9 @@ def test_pickle_only_directory_is_refused_with_conversion_instructions(tmp_path)
 
 def test_unsupported_architecture_names_the_supported_ones(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2"}))
-    with pytest.raises(ValueError, match=r"GPT2LMHeadModel[\s\S]*'BertModel', 'CLIPModel', 'VisualBertForPreTraining'"):
+    with pytest.raises(
+        ValueError, match=r"GPT2LMHeadModel[\s\S]*'BertModel', 'CLIPModel', 'SiglipModel', 'SiglipTextModel'"
+    ):
         load_pretrained(tmp_path)
 
 
