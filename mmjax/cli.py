@@ -6,7 +6,7 @@ mmjax sweep --config F --workdir D [--dry_run]          # points declared by get
 mmjax bench --config F [--steps 20]                      # steady-state step time etc., as JSON
 mmjax config show F [--docs]                             # the fully resolved config (every key, its doc)
 mmjax configs [DIR]                                      # every config file, its variants, what it trains
-mmjax convert --path DIR --to DIR2                       # HF (CLIP, SigLIP, BERT, VisualBERT) or open_clip dir -> HF dir
+mmjax convert --path DIR --to DIR2                       # HF (CLIP, SigLIP, BERT, ...) or open_clip dir -> HF
 mmjax predict --workdir D zeroshot --images DIR --classes red blue [--jsonl OUT] [--show OUT.png]  # mmjax/predict
 
 Any key of the resolved config can be overridden: --config.optim.lr=3e-4 --config.model.image.depth=2.
