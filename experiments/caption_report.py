@@ -67,6 +67,9 @@ def plot(rows, path: pathlib.Path) -> None:
 
 
 def main():
+    from absl import logging as absl_logging
+
+    absl_logging.set_verbosity(absl_logging.ERROR)  # TFDS's per-builder "custom data configuration" warnings
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True)
     parser.add_argument("--workdir", required=True)

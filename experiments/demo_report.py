@@ -117,6 +117,9 @@ def _wrap(text: str, width: int = 60, lines: int = 3) -> str:
 
 
 def main():
+    from absl import logging as absl_logging
+
+    absl_logging.set_verbosity(absl_logging.ERROR)  # TFDS's per-builder "custom data configuration" warnings
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True)
     parser.add_argument("--workdir", required=True)
