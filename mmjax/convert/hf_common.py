@@ -76,6 +76,24 @@ def activation_to_hf(name: str, where: str) -> str:
     return MM_ACTIVATIONS[name]
 
 
+def encoder_fields(tower: nn.Module, hidden_act: str) -> dict:
+    """The transformer sizes every Hugging Face text/vision config spells the same way (CLIP, SigLIP)."""
+    return {
+        "hidden_size": tower.width,
+        "intermediate_size": tower.mlp_dim or 4 * tower.width,
+        "num_hidden_layers": tower.depth,
+        "num_attention_heads": tower.num_heads,
+        "hidden_act": hidden_act,
+        "layer_norm_eps": tower.layer_norm_eps,
+        "attention_dropout": tower.attention_dropout_rate,
+    }
+
+
+def image_fields(vit: nn.Module) -> dict:
+    """A ViT's input geometry in Hugging Face's vision-config names."""
+    return {"num_channels": vit.channels, "image_size": vit.image_size, "patch_size": vit.patch_size}
+
+
 def require(config: Mapping, key: str, where: str):
     """config[key], or a ValueError naming the missing config field."""
     if key not in config or config[key] is None:

@@ -23,11 +23,14 @@ import math
 
 import jax.numpy as jnp
 
+from mmjax.convert import hf_clip
 from mmjax.convert.hf_clip import clip_layer_rules
 from mmjax.convert.hf_common import (
     HFConverter,
     activation_from_hf,
     activation_to_hf,
+    encoder_fields,
+    image_fields,
     refuse_unless,
     require,
     split_overrides,
@@ -206,16 +209,8 @@ def vision_config(vit: ViT, *, need_head: bool) -> dict:
         refuse_unless(ok, "ViT", field, getattr(vit, field), why)
     return {
         "model_type": "siglip_vision_model",
-        "hidden_size": vit.width,
-        "intermediate_size": vit.mlp_dim or 4 * vit.width,
-        "num_hidden_layers": vit.depth,
-        "num_attention_heads": vit.num_heads,
-        "num_channels": vit.channels,
-        "image_size": vit.image_size,
-        "patch_size": vit.patch_size,
-        "hidden_act": _activation(vit.activation, "ViT"),
-        "layer_norm_eps": vit.layer_norm_eps,
-        "attention_dropout": vit.attention_dropout_rate,
+        **encoder_fields(vit, _activation(vit.activation, "ViT")),
+        **image_fields(vit),
         "vision_use_head": vit.pooling == "map",
         "dtype": str(jnp.dtype(vit.param_dtype)),
     }
@@ -232,14 +227,8 @@ def text_config(text: TextTransformer) -> dict:
     return {
         "model_type": "siglip_text_model",
         "vocab_size": text.vocab_size,
-        "hidden_size": text.width,
-        "intermediate_size": text.mlp_dim or 4 * text.width,
-        "num_hidden_layers": text.depth,
-        "num_attention_heads": text.num_heads,
+        **encoder_fields(text, _activation(text.activation, "TextTransformer")),
         "max_position_embeddings": text.max_length,
-        "hidden_act": _activation(text.activation, "TextTransformer"),
-        "layer_norm_eps": text.layer_norm_eps,
-        "attention_dropout": text.attention_dropout_rate,
         "projection_size": text.projection_dim,
         "dtype": str(jnp.dtype(text.param_dtype)),
     }
@@ -277,10 +266,6 @@ def _images(vit: ViT):
     return jnp.zeros((1, vit.image_size, vit.image_size, vit.channels), jnp.float32)
 
 
-def example_inputs(model: CLIP) -> dict:
-    return {"pixel_values": _images(model.image_tower), "input_ids": jnp.zeros((1, 1), jnp.int32)}
-
-
 # Non-persistent in transformers 5 (saved by some older versions); position ids are not weights.
 _POSITION_IDS = ("vision_model.embeddings.position_ids", "text_model.embeddings.position_ids")
 
@@ -292,7 +277,7 @@ CONVERTERS = (
         build_model=build_model,
         export_config=export_config,
         rules=rules,
-        example_inputs=example_inputs,
+        example_inputs=hf_clip.example_inputs,  # the same two inputs as CLIP
         ignored_keys=frozenset(_POSITION_IDS),
         exports=lambda model: model.logit_bias_init is not None,
     ),
