@@ -23,11 +23,12 @@ from common import deep_update, parse_arg, tiny_shapes  # noqa: E402
 VARIANTS = {
     "tiny": "seconds on a CPU (every config has it; combine with others: tiny,siglip)",
     "siglip": "sigmoid loss with a learned bias (SigLIP) instead of softmax",
+    "b16": "CLIP ViT-B/16 at 224 px with a 512 x 12 text tower, bf16 compute: the accelerator benchmark",
 }
 
 
 def get_config(arg=None):
-    a = parse_arg(arg, siglip=False)
+    a = parse_arg(arg, siglip=False, b16=False)
     c = {
         "task": "contrastive",
         "model": {
@@ -54,6 +55,20 @@ def get_config(arg=None):
         "checkpoint_every": 240,
         "evals": {"retrieval": {"split": "test"}},
     }
+    if a["b16"]:
+        # open_clip's ViT-B-16: the towers whose published throughput and MFU the GPU benchmark compares against
+        c["model"]["image"] = {"name": "vit", "variant": "B/16", "image_size": 224, "pre_norm": True}
+        deep_update(
+            c,
+            {
+                "model": {
+                    "text": {"width": 512, "depth": 12, "num_heads": 8, "max_length": 77},
+                    "embed_dim": 512,
+                    "dtype": "bfloat16",
+                },
+                "batch_size": 256,
+            },
+        )
     if a["tiny"]:
         tiny_shapes(c)
         # 8x8 patches keep 16 image tokens at 32px, so both towers do comparable work (LiT's FLOP test relies on it)

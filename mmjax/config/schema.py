@@ -123,7 +123,7 @@ FIELD_DOCS = {
     "layer_norm_eps": "LayerNorm epsilon",
     "dropout_rate": "dropout on residual branches (training only)",
     "attention_dropout_rate": "dropout on attention weights (training only)",
-    "attention_impl": "jax.nn.dot_product_attention implementation: None (XLA's choice), 'xla' or 'cudnn'",
+    "attention_impl": "attention kernel: None (cuDNN's on a GPU where it applies, else XLA's), 'xla' or 'cudnn'",
     "remat": "recompute each layer's activations in the backward pass (less memory, more compute)",
     "scan": "run the layers with lax.scan (one compiled layer: faster compiles for deep stacks)",
     "pool": "how tokens become the pooled vector",

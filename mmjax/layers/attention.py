@@ -6,6 +6,8 @@ bias [heads, kv]; `out` with kernel [heads, kv, embed] and bias [embed].
 
 from __future__ import annotations
 
+import functools
+import logging
 from collections.abc import Callable
 
 import flax.linen as nn
@@ -43,12 +45,82 @@ def combine_masks(*masks: jax.Array | None) -> jax.Array | None:
     return out
 
 
+_FUSED_DTYPES = (jnp.bfloat16, jnp.float16)
+
+
+def fused_attention_applies(q, k, mask) -> str | None:
+    """Why cuDNN's fused attention cannot take these operands, or None when it can.
+
+    The conditions are those `jax.nn.dot_product_attention(implementation='cudnn')` checks (a GPU, 16-bit
+    operands, a head dim that is a multiple of 8 up to 128), plus even lengths when a mask is given: cuDNN's
+    training kernels take only even lengths, and a mask (which cuDNN takes as a bias) leaves no room to pad.
+    Unmasked odd lengths (ViT-B/16's 197 tokens) are padded by `fused_attention`.
+    """
+    if jax.default_backend() != "gpu":
+        return f"backend is {jax.default_backend()}, not gpu"
+    if q.dtype not in _FUSED_DTYPES:
+        return f"dtype {q.dtype} (cuDNN takes bfloat16 or float16)"
+    if q.shape[-1] % 8 or q.shape[-1] > 128:
+        return f"head dim {q.shape[-1]} (cuDNN takes multiples of 8 up to 128)"
+    if mask is not None and (q.shape[1] % 2 or k.shape[1] % 2):
+        return f"a mask with odd lengths {q.shape[1]}x{k.shape[1]}"
+    return None
+
+
+@functools.cache
+def _warn_fallback(reason: str) -> None:
+    logging.getLogger(__name__).warning("attention_impl='cudnn' does not apply (%s); using XLA's attention", reason)
+
+
+def choose_implementation(q, k, mask, implementation: str | None) -> str:
+    """The `jax.nn.dot_product_attention` implementation to use.
+
+    None picks cuDNN's fused kernel wherever it applies and XLA's otherwise, so one config runs on a laptop's CPU
+    and on a GPU. 'cudnn' asked for where it does not apply falls back to XLA with one warning (same outputs,
+    the CPU tests check it) rather than failing at compile time; 'xla' is always XLA.
+    """
+    if implementation == "xla":
+        return "xla"
+    reason = fused_attention_applies(q, k, mask)
+    if reason is None:
+        return "cudnn"
+    if implementation == "cudnn":
+        _warn_fallback(reason)
+    return "xla"
+
+
+def fused_attention(q, k, v, mask, implementation: str = "cudnn"):
+    """`jax.nn.dot_product_attention` with cuDNN's kernel; unmasked odd lengths are padded to even ones.
+
+    The padded key is excluded through cuDNN's own key lengths (no bias), the padded query row is dropped, so the
+    result equals attention over the unpadded operands. `implementation` is only ever 'xla' in the CPU tests
+    that check that equality.
+    """
+    t, s = q.shape[1], k.shape[1]
+    if mask is not None or not (t % 2 or s % 2):
+        return jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=implementation)
+
+    def even(x):
+        return jnp.pad(x, ((0, 0), (0, x.shape[1] % 2), (0, 0), (0, 0)))
+
+    b = q.shape[0]
+    out = jax.nn.dot_product_attention(
+        even(q),
+        even(k),
+        even(v),
+        query_seq_lengths=jnp.full((b,), t, jnp.int32),
+        key_value_seq_lengths=jnp.full((b,), s, jnp.int32),
+        implementation=implementation,
+    )
+    return out[:, :t]
+
+
 def attend(q, k, v, mask, dropout_rate: float = 0.0, deterministic: bool = True, implementation=None):
     """Scaled dot-product attention: q [B, Tq, H, K], k/v [B, Tk, H, K], mask [B|1, 1|H, Tq, Tk] -> [B, Tq, H, K].
 
-    Goes through `jax.nn.dot_product_attention` (fused kernels where the backend has them) except for
-    attention-probability dropout while training, which needs the explicit probabilities. Call it inside a
-    module's compact method when dropout is on (it creates an nn.Dropout).
+    Goes through `jax.nn.dot_product_attention` (cuDNN's fused kernel on a GPU where it applies: see
+    `choose_implementation`) except for attention-probability dropout while training, which needs the explicit
+    probabilities. Call it inside a module's compact method when dropout is on (it creates an nn.Dropout).
     """
     if dropout_rate > 0.0 and not deterministic:
         logits = jnp.einsum("bqhd,bkhd->bhqk", q * q.shape[-1] ** -0.5, k).astype(jnp.float32)
@@ -57,7 +129,9 @@ def attend(q, k, v, mask, dropout_rate: float = 0.0, deterministic: bool = True,
         probs = jax.nn.softmax(logits, axis=-1).astype(q.dtype)
         probs = nn.Dropout(dropout_rate)(probs, deterministic=False)
         return jnp.einsum("bhqk,bkhd->bqhd", probs, v)
-    return jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=implementation)
+    if choose_implementation(q, k, mask, implementation) == "cudnn":
+        return fused_attention(q, k, v, mask)
+    return jax.nn.dot_product_attention(q, k, v, mask=mask, implementation="xla")
 
 
 # Kernels are created in their final [embed, heads, kv] / [heads, kv, embed] shapes (xavier over the fused axes,

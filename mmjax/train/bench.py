@@ -1,4 +1,4 @@
-"""`mmjax bench`: steady-state train-step time, examples/s, TFLOP/s per device, MFU and peak memory, as a dict.
+"""`mmjax bench`: steady-state train-step time, examples/s, model TFLOP/s per device, MFU and peak memory, as a dict.
 
 The step runs on a fixed batch (`Task.step_batch`: placeholder examples of the configured shapes), so the
 number measures the model and the step alone; `data=True` adds the input pipeline's own examples/s for comparison.
@@ -39,8 +39,10 @@ def bench(config, *, steps: int = 20, warmup: int = 3, data: bool = False) -> di
             state, metrics = compiled(state, batch)
         jax.block_until_ready(metrics)
         step_time = (time.perf_counter() - t0) / steps
-    flops = compiled_flops(compiled)
+    flops = setup.model_flops() / len(setup.devices)
+    xla_flops = compiled_flops(compiled)
     peak = device_peak_flops()
+    memory = compiled.memory_analysis()
     n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params))
     result = {
         "config": config.config_spec,
@@ -53,9 +55,16 @@ def bench(config, *, steps: int = 20, warmup: int = 3, data: bool = False) -> di
         "compile_s": compile_s,
         "step_time_ms": 1000 * step_time,
         "examples_per_sec": config.batch_size / step_time,
-        "tflops_per_device": flops / step_time / 1e12 if flops else None,
-        "mfu": flops / step_time / peak if flops and peak else None,
+        # model FLOPs (mmjax.layers.flops) per device; XLA's count beside it includes elementwise work and, on a
+        # GPU, misses what runs inside cuBLAS / cuDNN calls
+        "model_flops_per_step": flops,
+        "xla_flops_per_step": xla_flops,
+        "tflops_per_device": flops / step_time / 1e12,
+        "mfu": flops / step_time / peak if peak else None,
         "peak_memory_bytes": _peak_memory(),
+        # XLA's plan for the compiled step: what a larger batch needs can be read off these before running it
+        "xla_temp_bytes": getattr(memory, "temp_size_in_bytes", None),
+        "xla_argument_bytes": getattr(memory, "argument_size_in_bytes", None),
     }
     if data:
         result.update(_bench_data(config, setup, steps))

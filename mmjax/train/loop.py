@@ -26,12 +26,13 @@ from etils import epath
 from mmjax import config as mmconfig
 from mmjax import data as mmdata
 from mmjax import distributed, sharding
+from mmjax.layers.flops import function_flops
 from mmjax.train import init_from as init_from_lib
 from mmjax.train.checkpoint import Checkpointer
 from mmjax.train.evaluate import build_evaluators, run_evaluators
 from mmjax.train.inputs import DATASET_INFO, check_splits, data_config, prepare_data
 from mmjax.train.lock import WorkdirLock
-from mmjax.train.metrics import MetricWriter, Progress, compiled_flops, device_peak_flops, log_file
+from mmjax.train.metrics import MetricWriter, Progress, device_peak_flops, log_file
 from mmjax.train.optim import build_optimizer
 from mmjax.train.resume import check_resume
 from mmjax.train.state import TrainState
@@ -112,6 +113,22 @@ class Setup:
             state = state.replace(params=params)
             logger.info("initialized %r from %s %s", cfg.target or "all params", cfg.kind, cfg.path)
         return state
+
+    def model_flops(self, batch_size: int | None = None) -> float:
+        """FLOPs of one train step on a global batch (default: the config's): the contractions of the loss and of
+        its gradient (`mmjax.layers.flops`), counted from the traced step, so frozen towers cost their forward
+        alone; with remat on, the recomputed forward counts too. The same count on every backend."""
+        params = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype), self.abstract_state.params)
+        batch = self.task.step_batch(batch_size or self.config.batch_size)
+        frozen = self.optimizer.frozen
+
+        def loss(p, b):
+            if frozen is not None:
+                p = jax.tree.map(lambda x, f: jax.lax.stop_gradient(x) if f else x, p, frozen)
+            return self.task.loss(p, b, self.init_rng)[0]
+
+        with self.activations():
+            return function_flops(jax.grad(loss), params, batch)
 
     def train_data(self):
         return mmdata.build_pipeline(data_config(self.config), "train", train=True, mesh=self.mesh)
@@ -232,12 +249,12 @@ class _Loop:
         self.config, self.setup, self.writer, self.progress, self.workdir = config, setup, writer, progress, workdir
         self.last: dict[str, Any] = {}
         self.compiled = None
-        self.flops = None
+        # per device: MFU compares one device's share of the model's work with that device's peak
+        self.flops = setup.model_flops() / len(setup.devices)
         self.peak = device_peak_flops()
 
     def compile(self, state, batch):
         self.compiled = self.setup.step_fn.lower(state, batch).compile()
-        self.flops = compiled_flops(self.compiled)
 
     def run(self, state, train_it, ckpt, start, preempted):
         config, total = self.config, self.config.total_steps

@@ -97,3 +97,58 @@ def test_combine_masks():
     m = combine_masks(padding_mask(jnp.array([[1, 1, 0]], bool)), causal_mask(3))
     assert m.shape == (1, 1, 3, 3)
     np.testing.assert_array_equal(m[0, 0], [[1, 0, 0], [1, 1, 0], [1, 1, 0]])
+
+
+def test_cudnn_asked_for_off_gpu_falls_back_to_xla_with_the_same_outputs(caplog):
+    """A config written for a GPU (attention_impl='cudnn') runs on a CPU: XLA's kernel, identical outputs, one
+    warning naming why; None never asks for cuDNN off a GPU."""
+    from mmjax.encoders import ViT
+    from mmjax.layers.attention import choose_implementation
+
+    images = jax.random.normal(jax.random.key(0), (2, 32, 32, 3))
+    outputs = {}
+    for impl in ("xla", "cudnn", None):
+        vit = ViT(width=32, depth=2, num_heads=2, mlp_dim=64, patch_size=8, image_size=32, attention_impl=impl)
+        variables = vit.init(jax.random.key(1), images)
+        with caplog.at_level("WARNING"):
+            outputs[impl] = vit.apply(variables, images).tokens
+    np.testing.assert_array_equal(outputs["cudnn"], outputs["xla"])
+    np.testing.assert_array_equal(outputs[None], outputs["xla"])
+    assert "attention_impl='cudnn' does not apply (backend is cpu, not gpu)" in caplog.text
+    q = jnp.zeros((2, 16, 4, 64), jnp.bfloat16)
+    assert choose_implementation(q, q, None, None) == "xla"
+    assert choose_implementation(q, q, None, "xla") == "xla"
+
+
+def test_fused_attention_conditions_name_what_does_not_fit(monkeypatch):
+    from mmjax.layers import attention
+
+    monkeypatch.setattr(attention.jax, "default_backend", lambda: "gpu")
+    q = jnp.zeros((2, 16, 4, 64), jnp.bfloat16)
+    odd = jnp.zeros((2, 17, 4, 64), jnp.bfloat16)
+    mask = jnp.ones((2, 1, 1, 17), bool)
+    assert attention.fused_attention_applies(q, q, None) is None
+    assert attention.choose_implementation(q, q, None, None) == "cudnn"
+    assert "dtype float32" in attention.fused_attention_applies(q.astype(jnp.float32), q, None)
+    assert "head dim 12" in attention.fused_attention_applies(q[..., :12], q[..., :12], None)
+    assert attention.fused_attention_applies(odd, odd, None) is None  # ViT-B/16's 197 tokens: padded, no mask
+    assert "odd lengths 17x17" in attention.fused_attention_applies(odd, odd, mask)
+
+
+@pytest.mark.parametrize("t,s", [(17, 17), (5, 9), (8, 7)])
+def test_odd_lengths_padded_for_the_fused_kernel_give_the_unpadded_attention(t, s):
+    """ViT-B/16's 197 tokens reach cuDNN padded to 198 with the extra key excluded by its key lengths; the same
+    padding through XLA's kernel shows the result equals attention over the unpadded operands."""
+    from mmjax.layers.attention import fused_attention
+
+    q = jax.random.normal(jax.random.key(0), (2, t, 3, 8))
+    k, v = (jax.random.normal(jax.random.key(i), (2, s, 3, 8)) for i in (1, 2))
+    want = jax.nn.dot_product_attention(q, k, v)
+    got = fused_attention(q, k, v, None, implementation="xla")
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    grads = [
+        jax.grad(lambda q, f=f: f(q).sum())(q)
+        for f in (lambda q: fused_attention(q, k, v, None, "xla"), lambda q: jax.nn.dot_product_attention(q, k, v))
+    ]
+    np.testing.assert_allclose(grads[0], grads[1], atol=1e-5)
