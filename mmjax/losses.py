@@ -16,9 +16,13 @@ batch mesh axes, so each device holds B/n rows instead of a replicated B x B mat
 
 from __future__ import annotations
 
+import functools
+import math
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.sharding import PartitionSpec as P
 
 Metrics = dict[str, jax.Array]
 
@@ -94,6 +98,118 @@ def sigmoid_contrastive_loss(logits_per_image: jax.Array) -> tuple[jax.Array, Me
         **_retrieval_accuracy(logits),
     }
     return loss, metrics
+
+
+# ------------------------------------------------------------------------------------ the ring (chunked) losses
+
+_BATCH_AXES = ("data", "fsdp")  # the mesh axes a batch is split over (mmjax.sharding's presets)
+
+
+def ring_contrastive_loss(
+    image_embeds: jax.Array,
+    text_embeds: jax.Array,
+    scale: jax.Array | float,
+    bias: jax.Array | float | None = None,
+    *,
+    kind: str = "sigmoid",
+    axes: tuple[str, ...] = _BATCH_AXES,
+) -> tuple[jax.Array, Metrics]:
+    """The contrastive loss of the global batch without its [B, B] logits: SigLIP's chunked ring.
+
+    Each of the n devices on the batch axes of the current mesh (`jax.set_mesh`; `activation_context` sets it)
+    keeps its B/n images and passes its B/n text embeddings to the next device n-1 times (`ppermute`), so no
+    device holds more than a (B/n) x (B/n) block of logits, and the block is recomputed in the backward pass
+    rather than kept. `kind='sigmoid'` sums the independent pair losses block by block; `kind='softmax'` carries
+    each image's log-sum-exp on its device and each text's along with the text, so CLIP's loss gets the same
+    memory bound. Loss and metrics equal `sigmoid_contrastive_loss` / `softmax_contrastive_loss` of
+    `contrastive_logits(image_embeds, text_embeds, scale, bias)`; without a mesh (or with one device on the batch
+    axes) it is that global computation.
+    """
+    if kind not in ("sigmoid", "softmax"):
+        raise ValueError(f"ring_contrastive_loss: kind must be 'sigmoid' or 'softmax', got {kind!r}")
+    mesh = jax.sharding.get_abstract_mesh()
+    names = () if mesh.empty else tuple(a for a in axes if a in mesh.axis_names and mesh.shape[a] > 1)
+    if not names:
+        logits = contrastive_logits(image_embeds, text_embeds, scale, bias)
+        return (sigmoid_contrastive_loss if kind == "sigmoid" else softmax_contrastive_loss)(logits)
+    n = math.prod(mesh.shape[a] for a in names)
+    if image_embeds.shape[0] != text_embeds.shape[0] or image_embeds.shape[0] % n:
+        raise ValueError(
+            f"ring_contrastive_loss needs as many images as texts, divisible by the {n} devices on {names}; got "
+            f"{image_embeds.shape[0]} images and {text_embeds.shape[0]} texts"
+        )
+    rows = P(names, None)
+    ring = jax.shard_map(
+        functools.partial(_ring, kind=kind, axes=names, n=n),
+        mesh=mesh,
+        in_specs=(rows, rows, P(), P()),
+        out_specs=P(),
+    )
+    return ring(_f32(image_embeds), _f32(text_embeds), _f32(scale), _f32(0.0 if bias is None else bias))
+
+
+def _ring(images, texts, scale, bias, *, kind: str, axes: tuple[str, ...], n: int):
+    """One device's share: images [b, D] stay, texts [b, D] travel with their columns' running statistics."""
+    b = images.shape[0]
+    eye = jnp.eye(b, dtype=bool)
+
+    def logits_with(chunk):
+        return scale * (images @ chunk.T) + bias
+
+    # block 0: this device's own pairs, the only block with positives
+    logits = logits_with(texts)
+    positive = jnp.diagonal(logits)
+    rows = {"max": logits.max(axis=1), "hit": jnp.argmax(logits, axis=1) == jnp.arange(b)}
+    cols = {"max": logits.max(axis=0), "hit": jnp.argmax(logits, axis=0) == jnp.arange(b), "pos": positive}
+    sums = {"positive": positive.sum()}
+    if kind == "sigmoid":
+        sums["loss"] = -jnp.sum(jax.nn.log_sigmoid(jnp.where(eye, logits, -logits)))
+        sums["negative"] = logits.sum() - sums["positive"]
+    else:
+        rows["sum"] = jnp.exp(logits - rows["max"][:, None]).sum(axis=1)
+        cols["sum"] = jnp.exp(logits - cols["max"][None, :]).sum(axis=0)
+
+    perm = [(j, (j + 1) % n) for j in range(n)]
+
+    # blocks 1..n-1: the texts of the device k steps back, negatives only; remat keeps one block alive at a time
+    @jax.checkpoint
+    def step(carry, _):
+        chunk, cols, rows, sums = carry
+        chunk, cols = jax.lax.ppermute((chunk, cols), axes, perm)
+        logits = logits_with(chunk)
+        row_max, col_max = logits.max(axis=1), logits.max(axis=0)
+        new_rows = {"max": jnp.maximum(rows["max"], row_max), "hit": rows["hit"] & (row_max < rows["max"])}
+        new_cols = {"max": jnp.maximum(cols["max"], col_max), "hit": cols["hit"] & (col_max < cols["max"])}
+        new_cols["pos"] = cols["pos"]
+        sums = dict(sums)
+        if kind == "sigmoid":
+            sums["loss"] = sums["loss"] - jnp.sum(jax.nn.log_sigmoid(-logits))
+            sums["negative"] = sums["negative"] + logits.sum()
+        else:  # online log-sum-exp: rescale the running sums to the new maxima
+            new_rows["sum"] = rows["sum"] * jnp.exp(rows["max"] - new_rows["max"]) + jnp.exp(
+                logits - new_rows["max"][:, None]
+            ).sum(axis=1)
+            new_cols["sum"] = cols["sum"] * jnp.exp(cols["max"] - new_cols["max"]) + jnp.exp(
+                logits - new_cols["max"][None, :]
+            ).sum(axis=0)
+        return (chunk, new_cols, new_rows, sums), None
+
+    (_, cols, rows, sums), _ = jax.lax.scan(step, (texts, cols, rows, sums), length=n - 1)
+
+    total = b * n
+
+    def mean(x):
+        return jax.lax.psum(jnp.sum(x), axes) / total
+
+    metrics = {"i2t_accuracy": mean(rows["hit"]), "t2i_accuracy": mean(cols["hit"])}
+    if kind == "sigmoid":
+        loss = jax.lax.psum(sums["loss"], axes) / total
+        metrics["positive_logit"] = jax.lax.psum(sums["positive"], axes) / total
+        metrics["negative_logit"] = jax.lax.psum(sums["negative"], axes) / max(total * (total - 1), 1)
+        return loss, metrics
+    loss_i2t = mean(rows["max"] + jnp.log(rows["sum"]) - positive)
+    loss_t2i = mean(cols["max"] + jnp.log(cols["sum"]) - cols["pos"])
+    return 0.5 * (loss_i2t + loss_t2i), {**metrics, "loss_i2t": loss_i2t, "loss_t2i": loss_t2i}
 
 
 def token_cross_entropy(logits: jax.Array, labels: jax.Array, *, label_smoothing: float = 0.0) -> jax.Array:

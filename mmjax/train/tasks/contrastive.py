@@ -27,6 +27,12 @@ class ContrastiveTask(Task):
         "text": TEXT_TOWER,
         "embed_dim": (512, "width of the shared image-text embedding space"),
         "loss": ("softmax", "softmax (CLIP) or sigmoid (SigLIP) contrastive loss", ("softmax", "sigmoid")),
+        "loss_impl": (
+            "global",
+            "global: the [B, B] logits, rows split over devices; ring: SigLIP's chunked ring, texts passed "
+            "device to device, at most (B/n)^2 logits per device (same loss)",
+            ("global", "ring"),
+        ),
         "logit_scale_init": (
             None,
             "initial log inverse temperature; None: log(1/0.07) (softmax), log(10) (sigmoid)",
@@ -70,7 +76,7 @@ class ContrastiveTask(Task):
             train=True,
             rngs={"dropout": rng},
         )
-        loss, metrics = self._loss_fn()(out["logits_per_image"])
+        loss, metrics = self._contrastive_loss(out)
         return loss, {**metrics, "logit_scale": out["logit_scale"]}
 
     def accumulate(self, params, batch, rng, steps: int, *, freeze=lambda p: p):
@@ -101,7 +107,7 @@ class ContrastiveTask(Task):
         def whole(image, text, p):
             e = image.shape[-1]
             out = self.model.apply({"params": p}, image.reshape(-1, e), text.reshape(-1, e), method="similarity")
-            loss, metrics = self._loss_fn()(out["logits_per_image"])
+            loss, metrics = self._contrastive_loss(out)
             return loss, {**metrics, "logit_scale": out["logit_scale"]}
 
         (loss, metrics), (d_images, d_texts, grads) = jax.value_and_grad(whole, argnums=(0, 1, 2), has_aux=True)(
@@ -117,9 +123,16 @@ class ContrastiveTask(Task):
         grads, _ = jax.lax.scan(add_micro, grads, (micro, keys, d_images, d_texts))
         return loss, metrics, grads
 
-    def _loss_fn(self):
-        sigmoid = self.config.model.loss == "sigmoid"
-        return losses.sigmoid_contrastive_loss if sigmoid else losses.softmax_contrastive_loss
+    def _contrastive_loss(self, out: dict):
+        """The loss from the model's outputs; with `loss_impl='ring'` from the embeddings (the logits the model
+        also returns are then unused, and XLA drops them)."""
+        cfg = self.config.model
+        if cfg.loss_impl == "ring":
+            return losses.ring_contrastive_loss(
+                out["image_embeds"], out["text_embeds"], out["logit_scale"], out.get("logit_bias"), kind=cfg.loss
+            )
+        loss_fn = losses.sigmoid_contrastive_loss if cfg.loss == "sigmoid" else losses.softmax_contrastive_loss
+        return loss_fn(out["logits_per_image"])
 
     def encode_image(self, params, image):
         """Normalized image embeddings [B, E]."""
