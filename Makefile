@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: venv demo test lint format golden clean
+.PHONY: venv demo test lint format golden clean debian-data
 
 DEMO_DIR ?= runs/demo
 DEMO_CONFIG ?= configs/clip_shapes.py
@@ -16,6 +16,17 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 venv: $(STAMP)
+
+# Offline datasets Debian packages (Fashion-MNIST for configs/lit_fashion.py). Installed where apt-get runs as root;
+# elsewhere a note, and the tests that need them skip naming the package.
+DEBIAN_DATA := dataset-fashion-mnist
+debian-data:
+	@missing=$$(for p in $(DEBIAN_DATA); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  apt-get install -y -q $$missing >/dev/null 2>&1 || (apt-get update -q >/dev/null 2>&1 && \
+	    apt-get install -y -q $$missing >/dev/null 2>&1) || echo "note: apt-get could not install $$missing"; \
+	else echo "note: not installing $$missing (needs root and apt-get); the tests that need it are skipped"; fi
 
 # Builds the shapes dataset (first run only), trains the CLIP demo, evaluates on the held-out test split, prints
 # the results table and draws the plots into $(DEMO_DIR). Rerunning resumes, or only reports if already done.
@@ -34,7 +45,7 @@ format: $(STAMP)
 # Two workers fit CI's two cores; the tests are compile-bound, one core each.
 TEST_WORKERS ?= 2
 
-test: lint
+test: lint debian-data
 	$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadfile
 
 # Rewrites tests/golden/configs.json (every config's parameters, sharding and FLOPs) after an intended model change.

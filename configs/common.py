@@ -54,6 +54,7 @@ def tiny_schedule(c: dict, eval_batch_size: int = 16) -> None:
         {"optim": {"warmup_steps": 1}, "batch_size": 16, "total_steps": 3, "log_every": 1, "eval_every": 3},
     )
     c["checkpoint_every"] = 3
+    c["cpu_fast_compile"] = True  # a 3-step run is all compilation: skip XLA:CPU's optimisation passes
     for entry in c.get("evals", {}).values():
         entry["batch_size"] = eval_batch_size
 

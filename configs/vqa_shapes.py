@@ -102,7 +102,9 @@ def get_config(arg=None):
     if a["tiny"]:
         tiny_shapes(c)
         small = {"width": 32, "depth": 1, "num_heads": 2}
-        deep_update(c["model"], {"image": small, "text": small})
+        deep_update(c["model"], {"image": small})
+        if "init_from" not in c:  # the pretrained MiniLM keeps its size: its weights are loaded into it
+            deep_update(c["model"], {"text": small})
         if c["model"]["image"]["name"] == "vit":
             c["model"]["image"]["image_size"] = 32
         else:

@@ -279,12 +279,14 @@ def init_sharded(
     return create_sharded(init_fn, shardings, *args), shardings
 
 
-def create_sharded(init_fn: Callable[..., Any], shardings: Any, *args: Any) -> Any:
-    """`init_fn(*args)` unboxed, each array created directly in its place in `shardings` (from abstract_sharded)."""
+def create_sharded(init_fn: Callable[..., Any], shardings: Any, *args: Any, compiler_options=None) -> Any:
+    """`init_fn(*args)` unboxed, each array created directly in its place in `shardings` (from abstract_sharded).
+    `compiler_options`: XLA options for the init's compilation (as `jax.jit` takes them)."""
     # No logical rules while tracing, even inside an activation_context: the layout comes from out_shardings
     # alone, and Linen's unbox-time constraints (which would apply activation rules to parameters) stay off.
     with nn.logical_axis_rules(()):
-        return jax.jit(lambda *a: unbox(init_fn(*a)), out_shardings=shardings)(*args)
+        init = jax.jit(lambda *a: unbox(init_fn(*a)), out_shardings=shardings, compiler_options=compiler_options)
+        return init(*args)
 
 
 def batch_sharding(mesh: Mesh, batch_axes: Sequence[str] | None = None) -> NamedSharding:

@@ -24,6 +24,7 @@ from mmjax import data as mmdata
 from mmjax import eval as mmeval
 from mmjax.config import ConfigError
 from mmjax.train.inputs import data_config
+from mmjax.train.step import compiler_options
 from mmjax.train.tasks import Task, to_host
 
 
@@ -49,7 +50,9 @@ class Evaluator:
 
     def __init__(self, name: str, cfg: ml_collections.ConfigDict, task: Task):
         self.name, self.cfg, self.task = name, cfg, task
-        self.jitted_predict = jax.jit(self.predict)  # compiled once per batch shape, reused at every evaluation
+        # compiled once per batch shape, reused at every evaluation
+        self.compiler_options = compiler_options(task.config)
+        self.jitted_predict = jax.jit(self.predict, compiler_options=self.compiler_options)
 
     def batches(self, mesh, split: str | None = None):
         cfg = data_config(self.task.config, batch_size=self.cfg.batch_size, **self.DATA)
@@ -107,7 +110,7 @@ class ZeroShot(Evaluator):
         self.classes = tuple(cfg.classes or task.info.classes)
         if not self.classes:
             raise ConfigError(f"config key 'evals.{name}.classes' must be set: the dataset records no class names")
-        self.encode_text = jax.jit(task.encode_text)
+        self.encode_text = jax.jit(task.encode_text, compiler_options=self.compiler_options)
 
     def predict(self, params, batch):
         return {"image": self.task.encode_image(params, batch["image"]), "label": batch["label"]}

@@ -36,7 +36,7 @@ from mmjax.train.metrics import MetricWriter, Progress, device_peak_flops, log_f
 from mmjax.train.optim import build_optimizer
 from mmjax.train.resume import check_resume
 from mmjax.train.state import TrainState
-from mmjax.train.step import make_train_step
+from mmjax.train.step import compiler_options, make_train_step
 from mmjax.train.tasks import Task, build_task
 
 logger = logging.getLogger(__name__)
@@ -83,8 +83,10 @@ class Setup:
             frozen=self.optimizer.frozen,
             accumulate=getattr(self.task, "accumulate", None),
         )
+        self.compiler_options = compiler_options(config)
         self.step_fn = jax.jit(
             step,
+            compiler_options=self.compiler_options,
             in_shardings=(self.shardings, self.batch_sharding),
             out_shardings=(self.shardings, None),
             donate_argnums=0,
@@ -104,7 +106,9 @@ class Setup:
 
     def init_state(self) -> TrainState:
         """A fresh state, created directly in its sharded layout, then `init_from` weights if configured."""
-        state = sharding.create_sharded(self._new_state, self.shardings, self.init_rng)
+        state = sharding.create_sharded(
+            self._new_state, self.shardings, self.init_rng, compiler_options=self.compiler_options
+        )
         cfg = self.config.init_from
         if cfg.kind:
             with _config_errors("init_from"):

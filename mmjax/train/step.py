@@ -52,6 +52,15 @@ def accumulate_gradients(loss_fn: LossFn, params, batch, rng, steps: int):
     return jax.tree.map(lambda x: x / steps, total)
 
 
+# XLA:CPU's optimisation passes take most of a small model's compile time and pay off only over many steps
+_FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}
+
+
+def compiler_options(config) -> dict | None:
+    """The XLA options every jit of a run compiles with (`cpu_fast_compile` on a CPU), else None."""
+    return dict(_FAST_COMPILE) if config.cpu_fast_compile and jax.default_backend() == "cpu" else None
+
+
 def make_train_step(
     loss_fn: LossFn,
     tx: optax.GradientTransformation,

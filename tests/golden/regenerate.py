@@ -13,6 +13,7 @@ import tempfile
 import time
 
 HERE = pathlib.Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))  # conftest imports its neighbour fast_xla, as pytest makes possible
 # The test's environment exactly (8 fake CPU devices, the fast-compile XLA flags): set before JAX is imported.
 _conftest = importlib.util.spec_from_file_location("_tests_conftest", HERE.parent / "conftest.py")
 _conftest.loader.exec_module(importlib.util.module_from_spec(_conftest))

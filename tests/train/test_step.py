@@ -71,3 +71,18 @@ def test_a_train_step_accumulating_four_micro_batches_matches_one_big_batch():
     assert int(acc_state.step) == int(one_state.step) == 1
     # and the step moved the params at all (else equal params would say nothing about the gradients)
     assert not np.allclose(one_state.params["Dense_0"]["kernel"], _init(batch)["Dense_0"]["kernel"])
+
+
+def test_cpu_fast_compile_reaches_every_jit_of_a_run(tiny_config):
+    """Every `tiny` variant sets cpu_fast_compile: the step, the init and the evaluators compile without XLA:CPU's
+    optimisation passes; a full-size config keeps them."""
+    from mmjax.train.evaluate import build_evaluators
+    from mmjax.train.loop import Setup
+    from mmjax.train.step import compiler_options
+
+    setup = Setup(tiny_config(), jax.devices()[:1])
+    assert setup.config.cpu_fast_compile
+    assert setup.compiler_options == {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}
+    evaluators = build_evaluators(setup.config, setup.task).values()
+    assert evaluators and all(e.compiler_options == setup.compiler_options for e in evaluators)
+    assert compiler_options(tiny_config("cpu_fast_compile=False")) is None

@@ -62,7 +62,9 @@ def test_task_trains_and_its_eval_is_independent_of_eval_batching(case, data_dir
     assert again[key] == pytest.approx(written[key], abs=1e-6), (key, again[key], written[key])
 
 
-@pytest.mark.parametrize("spec", ["pretrain_shapes.py:tiny", "clip_shapes.py:tiny,siglip"])
+@pytest.mark.parametrize(
+    "spec", ["pretrain_shapes.py:tiny", "clip_shapes.py:tiny,siglip", "vqa_shapes.py:tiny,text=minilm"]
+)
 def test_the_other_shipped_configs_train_and_evaluate_at_tiny_size(spec, data_dir, tmp_path):
     config = mmconfig.load_config(f"{REPO}/configs/{spec}", tiny_overrides(data_dir, "total_steps=2"))
     result = train(config, str(tmp_path), devices=jax.devices()[:1])
