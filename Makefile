@@ -17,9 +17,10 @@ $(STAMP): pyproject.toml constraints.txt
 
 venv: $(STAMP)
 
-# Offline datasets Debian packages (Fashion-MNIST for configs/lit_fashion.py). Installed where apt-get runs as root;
-# elsewhere a note, and the tests that need them skip naming the package.
-DEBIAN_DATA := dataset-fashion-mnist
+# Offline data from Debian packages: Fashion-MNIST (configs/lit_fashion.py), real speech recordings with transcripts
+# (pocketsphinx-testdata) and a speech synthesiser (espeak-ng) for the audio tests. Installed where apt-get runs as
+# root; elsewhere a note, and the tests that need them skip naming the package.
+DEBIAN_DATA := dataset-fashion-mnist pocketsphinx-testdata espeak-ng
 debian-data:
 	@missing=$$(for p in $(DEBIAN_DATA); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -z "$$missing" ]; then exit 0; fi; \
