@@ -36,7 +36,7 @@ from mmjax.train.metrics import MetricWriter, Progress, device_peak_flops, log_f
 from mmjax.train.optim import build_optimizer
 from mmjax.train.resume import check_resume
 from mmjax.train.state import TrainState
-from mmjax.train.step import compiler_options, make_train_step
+from mmjax.train.step import compiler_options, make_train_step, stop_frozen
 from mmjax.train.tasks import Task, build_task
 
 logger = logging.getLogger(__name__)
@@ -124,12 +124,8 @@ class Setup:
         alone; with remat on, the recomputed forward counts too. The same count on every backend."""
         params = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype), self.abstract_state.params)
         batch = self.task.step_batch(batch_size or self.config.batch_size)
-        frozen = self.optimizer.frozen
-
         def loss(p, b):
-            if frozen is not None:
-                p = jax.tree.map(lambda x, f: jax.lax.stop_gradient(x) if f else x, p, frozen)
-            return self.task.loss(p, b, self.init_rng)[0]
+            return self.task.loss(stop_frozen(p, self.optimizer.frozen), b, self.init_rng)[0]
 
         with self.activations():
             return function_flops(jax.grad(loss), params, batch)

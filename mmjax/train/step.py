@@ -61,6 +61,13 @@ def compiler_options(config) -> dict | None:
     return dict(_FAST_COMPILE) if config.cpu_fast_compile and jax.default_backend() == "cpu" else None
 
 
+def stop_frozen(params, frozen):
+    """`params` with `stop_gradient` on the leaves `frozen` (a pytree of bools like them, or None) marks."""
+    if frozen is None or not any(jax.tree.leaves(frozen)):
+        return params
+    return jax.tree.map(lambda p, f: jax.lax.stop_gradient(p) if f else p, params, frozen)
+
+
 def make_train_step(
     loss_fn: LossFn,
     tx: optax.GradientTransformation,
@@ -82,9 +89,7 @@ def make_train_step(
     """
 
     def freeze(params):
-        if frozen is None or not any(jax.tree.leaves(frozen)):
-            return params
-        return jax.tree.map(lambda p, f: jax.lax.stop_gradient(p) if f else p, params, frozen)
+        return stop_frozen(params, frozen)
 
     def differentiated(params, batch, rng):
         return loss_fn(freeze(params), batch, rng)
