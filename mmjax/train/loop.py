@@ -124,6 +124,7 @@ class Setup:
         alone; with remat on, the recomputed forward counts too. The same count on every backend."""
         params = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype), self.abstract_state.params)
         batch = self.task.step_batch(batch_size or self.config.batch_size)
+
         def loss(p, b):
             return self.task.loss(stop_frozen(p, self.optimizer.frozen), b, self.init_rng)[0]
 
