@@ -28,7 +28,7 @@ import tensorflow_datasets as tfds
 from PIL import Image
 from tensorflow_datasets.core import shuffle as tfds_shuffle
 
-from mmjax.data import shapes
+from mmjax.data import moving_shapes, shapes
 
 logger = logging.getLogger(__name__)
 
@@ -199,6 +199,86 @@ def shapes_builder(
         num_compositional=num_compositional,
     )
     return Shapes(config=config, data_dir=data_dir)
+
+
+@dataclasses.dataclass
+class MovingShapesConfig(tfds.core.BuilderConfig):
+    image_size: int = 32
+    num_frames: int = 8
+    seed: int = 0
+    num_train: int = 10_000
+    num_validation: int = 1_000
+    num_test: int = 1_000
+    num_compositional: int = 1_000
+
+
+class MovingShapes(LocalBuilder, skip_registration=True):
+    """Generated clips (see `mmjax.data.moving_shapes`): frames as raw uint8 [T, S, S, 3], the actor's motion as
+    the label, three captions, per-frame boxes of each object; same seed -> same bytes."""
+
+    VERSION = VERSION
+    name = "mmjax_moving_shapes"
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        cfg = self.builder_config
+        frames = (cfg.num_frames, cfg.image_size, cfg.image_size, 3)
+        return tfds.core.DatasetInfo(
+            builder=self,
+            description="Synthetic clips of moving coloured shapes with action labels and captions.",
+            features=tfds.features.FeaturesDict(
+                {
+                    "video": tfds.features.Tensor(shape=frames, dtype=np.uint8, encoding=tfds.features.Encoding.BYTES),
+                    "video_id": np.int64,
+                    "label": np.int64,
+                    "motion": tfds.features.Text(),
+                    "captions": tfds.features.Sequence(tfds.features.Text()),
+                    "boxes": tfds.features.Tensor(
+                        shape=(cfg.num_frames, moving_shapes.MAX_OBJECTS, 4), dtype=np.float32
+                    ),
+                }
+            ),
+            metadata=tfds.core.MetadataDict(classes=list(moving_shapes.MOTIONS)),
+        )
+
+    def _split_generators(self, dl_manager):
+        cfg = self.builder_config
+        sizes = dict(
+            zip(moving_shapes.SPLITS, (cfg.num_train, cfg.num_validation, cfg.num_test, cfg.num_compositional))
+        )
+        return {split: self._generate_examples(split, n) for split, n in sizes.items() if n > 0}
+
+    def _generate_examples(self, split: str, num: int):
+        cfg = self.builder_config
+        for index in range(num):
+            clip = moving_shapes.generate(cfg.seed, split, index, cfg.image_size, cfg.num_frames)
+            fields = {k: clip[k] for k in ("video", "label", "motion", "captions", "boxes")}
+            yield index, {**fields, "video_id": index}
+
+
+def moving_shapes_builder(
+    data_dir: str | None = None,
+    image_size: int = 32,
+    num_frames: int = 8,
+    seed: int = 0,
+    num_train: int = 10_000,
+    num_validation: int = 1_000,
+    num_test: int = 1_000,
+    num_compositional: int = 1_000,
+) -> MovingShapes:
+    """The moving_shapes builder for these settings; each setting gets its own directory under `data_dir`."""
+    counts = f"{num_train}-{num_validation}-{num_test}-{num_compositional}"
+    config = MovingShapesConfig(
+        name=f"{image_size}px-{num_frames}f-seed{seed}-n{counts}",
+        version=VERSION,
+        image_size=image_size,
+        num_frames=num_frames,
+        seed=seed,
+        num_train=num_train,
+        num_validation=num_validation,
+        num_test=num_test,
+        num_compositional=num_compositional,
+    )
+    return MovingShapes(config=config, data_dir=data_dir)
 
 
 def prepare(builder: tfds.core.DatasetBuilder) -> tfds.core.DatasetBuilder:

@@ -1,0 +1,107 @@
+"""The moving_shapes clips: deterministic, labelled by what the pixels do, order-dependent where the labels say so,
+with a compositional split, and prepared by their TFDS builder byte for byte."""
+
+import numpy as np
+import pytest
+
+from mmjax.data import builders
+from mmjax.data import moving_shapes as ms
+
+
+def _foreground(frame: np.ndarray, background) -> np.ndarray:
+    return np.abs(frame.astype(int) - np.asarray(background)).sum(-1) > 30
+
+
+def _track(video: np.ndarray, background) -> tuple[np.ndarray, np.ndarray]:
+    """The foreground's centre (x, y) and area in each frame: what a model can see of a lone object's motion."""
+    centres, areas = [], []
+    for frame in video:
+        ys, xs = np.nonzero(_foreground(frame, background))
+        centres.append((xs.mean(), ys.mean()))
+        areas.append(len(xs))
+    return np.asarray(centres), np.asarray(areas, float)
+
+
+def _motion_seen(video: np.ndarray, background) -> str:
+    centres, areas = _track(video, background)
+    (dx, dy), mid = centres[-1] - centres[0], centres[len(centres) // 2] - centres[0]
+    growth = areas[-1] / areas[0]
+    if growth > 1.5:
+        return "grows"
+    if growth < 1 / 1.5:
+        return "shrinks"
+    if abs(dx) > 4:
+        return "right" if dx > 0 else "left"
+    if abs(dy) > 4:
+        return "down" if dy > 0 else "up"
+    return "bounces" if mid[1] > 4 else "stays"
+
+
+def _lone_clips(split="train", n=120, **kw):
+    clips = [ms.generate(0, split, i, **kw) for i in range(n)]
+    return [c for c in clips if len(c["clip"].movers) == 1]
+
+
+def test_same_seed_same_clip_and_clips_differ():
+    a, b = ms.generate(0, "train", 5), ms.generate(0, "train", 5)
+    np.testing.assert_array_equal(a["video"], b["video"])
+    assert a["captions"] == b["captions"]
+    assert not np.array_equal(a["video"], ms.generate(0, "train", 6)["video"])
+    assert not np.array_equal(a["video"], ms.generate(1, "train", 5)["video"])
+    assert a["video"].shape == (8, 32, 32, 3) and a["video"].dtype == np.uint8
+
+
+@pytest.mark.parametrize("size,frames", [(32, 8), (48, 16)])
+def test_the_label_is_what_the_pixels_do(size, frames):
+    clips = _lone_clips(image_size=size, num_frames=frames)
+    assert {c["motion"] for c in clips} == set(ms.MOTIONS)
+    for c in clips:
+        assert _motion_seen(c["video"], c["clip"].background) == c["motion"], c["captions"][0]
+        assert ms.MOTIONS[c["label"]] == c["motion"]
+
+
+def test_played_backwards_the_order_dependent_motions_swap():
+    for c in _lone_clips():
+        backwards = _motion_seen(c["video"][::-1], c["clip"].background)
+        assert backwards == ms.REVERSED.get(c["motion"], c["motion"])
+
+
+def test_the_second_object_appears_half_way_and_the_captions_say_then():
+    clips = [ms.generate(0, "train", i) for i in range(60)]
+    two = [c for c in clips if len(c["clip"].movers) == 2]
+    assert 15 < len(two) < 45
+    for c in two:
+        visible = c["boxes"][:, 1].any(-1)
+        assert not visible[:4].any() and visible[4:].all()
+        assert all(", then" in t or "and then" in t for t in c["captions"])
+    for c in clips:
+        assert all(ms.PHRASES[c["motion"]] in t.split("then")[0] for t in c["captions"])
+
+
+def test_held_out_motion_shape_pairs_appear_only_in_the_compositional_split():
+    for split in ("train", "validation", "test"):
+        for i in range(150):
+            clip = ms.generate(0, split, i)["clip"]
+            assert all((m.motion, m.shape) not in ms.HELD_OUT for m in clip.movers)
+    assert all((c.motion, c.shape) in ms.HELD_OUT for c in (ms.generate(0, "compositional", i)["clip"].movers[0]
+                                                            for i in range(50)))  # fmt: skip
+
+
+def test_too_few_frames_to_show_a_motion_is_an_error():
+    with pytest.raises(ValueError, match="at least 4 frames"):
+        ms.generate(0, "train", 0, num_frames=3)
+
+
+def test_the_builder_stores_the_generated_clips(tmp_path):
+    builder = builders.prepare(builders.moving_shapes_builder(str(tmp_path), num_train=6, num_validation=2,
+                                                              num_test=2, num_compositional=2))  # fmt: skip
+    assert builder.info.metadata["classes"] == list(ms.MOTIONS)
+    source = builder.as_data_source("train")
+    records = sorted((source[i] for i in range(len(source))), key=lambda r: r["video_id"])
+    assert len(records) == 6
+    for r in records:
+        clip = ms.generate(0, "train", int(r["video_id"]))
+        np.testing.assert_array_equal(r["video"], clip["video"])
+        assert int(r["label"]) == clip["label"]
+        assert [t.decode() for t in r["captions"]] == clip["captions"]
+        np.testing.assert_array_equal(r["boxes"], clip["boxes"])
