@@ -28,7 +28,7 @@ import tensorflow_datasets as tfds
 from PIL import Image
 from tensorflow_datasets.core import shuffle as tfds_shuffle
 
-from mmjax.data import moving_shapes, shapes
+from mmjax.data import moving_shapes, shapes, spoken
 
 logger = logging.getLogger(__name__)
 
@@ -279,6 +279,64 @@ def moving_shapes_builder(
         num_compositional=num_compositional,
     )
     return MovingShapes(config=config, data_dir=data_dir)
+
+
+@dataclasses.dataclass
+class SpokenDigitsConfig(tfds.core.BuilderConfig):
+    seed: int = 0
+    num_train: int = 3_000
+    num_validation: int = 300
+    num_test: int = 1_000
+
+
+class SpokenDigits(LocalBuilder, skip_registration=True):
+    """Spoken digit words synthesised by eSpeak NG (see `mmjax.data.spoken`): float32 waveforms at 16 kHz, the
+    digit as the label; the test split is spoken by voices the other splits never use."""
+
+    VERSION = VERSION
+    name = "mmjax_spoken_digits"
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        return tfds.core.DatasetInfo(
+            builder=self,
+            description="Spoken digits (eSpeak NG), with a held-out-voice test split.",
+            features=tfds.features.FeaturesDict(
+                {
+                    "audio": tfds.features.Tensor(shape=(None,), dtype=np.float32),
+                    "audio_id": np.int64,
+                    "label": np.int64,
+                    "text": tfds.features.Text(),
+                    "voice": tfds.features.Text(),
+                    "speed": np.int64,
+                    "pitch": np.int64,
+                }
+            ),
+            metadata=tfds.core.MetadataDict(classes=list(spoken.DIGITS), sample_rate=spoken.SAMPLE_RATE),
+        )
+
+    def _split_generators(self, dl_manager):
+        cfg = self.builder_config
+        sizes = dict(zip(spoken.SPLITS, (cfg.num_train, cfg.num_validation, cfg.num_test)))
+        return {split: self._generate_examples(split, n) for split, n in sizes.items() if n > 0}
+
+    def _generate_examples(self, split: str, num: int):
+        for index in range(num):
+            yield index, {**spoken.spoken_digit(self.builder_config.seed, split, index), "audio_id": index}
+
+
+def spoken_digits_builder(
+    data_dir: str | None = None, seed: int = 0, num_train: int = 3_000, num_validation: int = 300, num_test: int = 1_000
+) -> SpokenDigits:
+    """The spoken digits builder for these settings; each setting gets its own directory under `data_dir`."""
+    config = SpokenDigitsConfig(
+        name=f"seed{seed}-n{num_train}-{num_validation}-{num_test}",
+        version=VERSION,
+        seed=seed,
+        num_train=num_train,
+        num_validation=num_validation,
+        num_test=num_test,
+    )
+    return SpokenDigits(config=config, data_dir=data_dir)
 
 
 def prepare(builder: tfds.core.DatasetBuilder) -> tfds.core.DatasetBuilder:

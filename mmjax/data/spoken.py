@@ -1,0 +1,106 @@
+"""Spoken data built offline: speech synthesised by eSpeak NG, for spoken digits and spoken `shapes` captions.
+
+eSpeak NG (Debian `espeak-ng`, which `make test` installs where it can) is a formant synthesiser: no download, no
+model weights, the same waveform for the same text and voice on every run. A *voice* is an accent (`en-us`,
+`en-gb-scotland`, ...) with a variant (`+Annie`, `+klatt4`, ...: its timbre); each utterance also draws its speed
+(words per minute) and pitch. Voices are split: the held-out voices (`HELD_OUT_VOICES`) speak only in the `test`
+split, so a model is tested on speakers it never heard, as speech benchmarks test on unseen speakers.
+
+Utterance `index` of `split` under `seed` comes from its own generator, like the still and moving shapes, so any
+one can be regenerated alone.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+import shutil
+import subprocess
+import tempfile
+import wave
+
+import numpy as np
+
+from mmjax.data import shapes
+
+SAMPLE_RATE = 16_000  # what the audio models here and their feature extractors (AST, Whisper) take
+DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+ACCENTS = ("en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-029", "en-gb-x-gbclan")
+VARIANTS = ("", "+m3", "+f2", "+Annie", "+klatt4", "+Andy", "+f4", "+Mike")
+# one accent and two timbres the training splits never hear
+HELD_OUT_VOICES = frozenset(
+    {f"en-gb-x-gbclan{v}" for v in VARIANTS} | {f"{a}+f4" for a in ACCENTS} | {f"{a}+Mike" for a in ACCENTS}
+)
+VOICES = tuple(f"{a}{v}" for a in ACCENTS for v in VARIANTS)
+SPLITS = ("train", "validation", "test")
+_SPEED = (120, 200)  # words per minute
+_PITCH = (25, 75)  # eSpeak's 0-99 scale
+
+
+class SynthesisError(RuntimeError):
+    pass
+
+
+@functools.cache
+def _espeak() -> str:
+    path = shutil.which("espeak-ng")
+    if path is None:
+        raise SynthesisError("spoken data needs the eSpeak NG synthesiser: apt-get install espeak-ng")
+    return path
+
+
+def synthesize(text: str, voice: str = "en-us", speed: int = 160, pitch: int = 50) -> np.ndarray:
+    """`text` spoken by `voice` as float32 [samples] in [-1, 1] at SAMPLE_RATE."""
+    from scipy.signal import resample_poly  # scipy comes with jax; imported here to keep `import mmjax` light
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "out.wav")
+        cmd = [_espeak(), "-v", voice, "-s", str(int(speed)), "-p", str(int(pitch)), "-w", path, text]
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode != 0 or not os.path.exists(path):
+            raise SynthesisError(f"espeak-ng failed for voice {voice!r}: {done.stderr.strip() or done.returncode}")
+        with wave.open(path) as w:
+            rate, width = w.getframerate(), w.getsampwidth()
+            pcm = np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16 if width == 2 else np.uint8)
+    audio = pcm.astype(np.float32) / 32768.0
+    g = math.gcd(SAMPLE_RATE, rate)
+    return resample_poly(audio, SAMPLE_RATE // g, rate // g).astype(np.float32)
+
+
+def voices(split: str) -> tuple[str, ...]:
+    """The voices that speak in `split`: the held-out ones in `test` only."""
+    if split not in SPLITS:
+        raise ValueError(f"spoken data has splits {SPLITS}, got {split!r}")
+    held = split == "test"
+    return tuple(v for v in VOICES if (v in HELD_OUT_VOICES) == held)
+
+
+def _rng(seed: int, split: str, index: int, stream: int) -> np.random.Generator:
+    return np.random.default_rng([seed, SPLITS.index(split), index, stream])
+
+
+def _delivery(rng: np.random.Generator, split: str) -> dict:
+    pool = voices(split)
+    return {
+        "voice": pool[int(rng.integers(len(pool)))],
+        "speed": int(rng.integers(*_SPEED)),
+        "pitch": int(rng.integers(*_PITCH)),
+    }
+
+
+def spoken_digit(seed: int, split: str, index: int) -> dict:
+    """Utterance `index` of `split`: one digit word, label = the digit (cycling through 0-9, so splits are
+    balanced), its waveform and how it was spoken."""
+    label = index % len(DIGITS)
+    how = _delivery(_rng(seed, split, index, 2), split)
+    return {"audio": synthesize(DIGITS[label], **how), "label": label, "text": DIGITS[label], **how}
+
+
+def spoken_caption(seed: int, split: str, index: int, image_size: int = 64) -> dict:
+    """Scene `index` of the still `shapes` world (`split`'s scenes; test: its test scenes) with its first caption
+    spoken: the image, the caption, its waveform and how it was spoken."""
+    scene = shapes.generate(seed, split, index, image_size)
+    how = _delivery(_rng(seed, split, index, 3), split)
+    caption = scene["captions"][0]
+    return {"image": scene["image"], "caption": caption, "audio": synthesize(caption, **how), **how}
