@@ -31,6 +31,7 @@ def stated(raw: Mapping, key: str) -> bool:
 
 def derive(config: dict, raw: Mapping) -> dict:
     _image_size(config, raw)
+    _num_frames(config, raw)
     _text_sizes(config, raw)
     data_task = task_class(config["task"]).DATA_TASK
     if data_task and not stated(raw, "data.task"):
@@ -45,6 +46,19 @@ def derive(config: dict, raw: Mapping) -> dict:
         if entry["prefix"] is None:
             entry["prefix"] = "" if name == entry["type"] else name
     return config
+
+
+def _num_frames(config: dict, raw: Mapping) -> None:
+    """data.num_frames <-> model.image.num_frames: a video tower is fed clips of the length it was built for."""
+    image, data = config.get("model", {}).get("image"), config["data"]
+    if not image or "num_frames" not in image:
+        return
+    if stated(raw, "data.num_frames") and data["num_frames"] != image["num_frames"]:
+        raise ConfigError(
+            f"config keys 'data.num_frames' ({data['num_frames']}) and 'model.image.num_frames' "
+            f"({image['num_frames']}) disagree; set both to one value (or only model.image.num_frames)"
+        )
+    data["num_frames"] = image["num_frames"]
 
 
 def _image_size(config: dict, raw: Mapping) -> None:

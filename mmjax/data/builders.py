@@ -218,6 +218,9 @@ class MovingShapes(LocalBuilder, skip_registration=True):
 
     VERSION = VERSION
     name = "mmjax_moving_shapes"
+    TASK = "image_text"
+    # the pipeline's visual slot reads the clip (`data.num_frames` says it is one)
+    FIELDS = {"image": "video", "image_id": "video_id"}
 
     def _info(self) -> tfds.core.DatasetInfo:
         cfg = self.builder_config

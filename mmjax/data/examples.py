@@ -22,7 +22,8 @@ import grain
 import numpy as np
 
 from mmjax.data.errors import MASK_KEY, BadRecord, BadRecordError, check_policy
-from mmjax.data.preprocess import ImagePreprocessor, decode_image
+from mmjax.data.media import frame_indices
+from mmjax.data.preprocess import ImagePreprocessor, decode_frames, decode_image
 from mmjax.data.tokenizers import TextTokenizer
 
 CAPTION_MODES = ("random", "first", "all")
@@ -76,6 +77,7 @@ class ToExample(grain.transforms.RandomMap):
       answers: VQA answer vocabulary (class id = position).
       question_types: names whose position is the `question_type` id.
       max_regions: R > 0 adds `boxes` [R, 4], `box_labels` [R], `box_mask` [R].
+      num_frames: T > 0: the visual field is a clip, sampled uniformly to T frames [T, S, S, 3].
       text_overflow: "truncate", or "error" to treat text longer than the tokenizer's T as a bad record.
       bad_records: "skip" or "fail".
     """
@@ -90,6 +92,7 @@ class ToExample(grain.transforms.RandomMap):
     answers: tuple[str, ...] = ()
     question_types: tuple[str, ...] = ()
     max_regions: int = 0
+    num_frames: int = 0
     text_overflow: str = "truncate"
     bad_records: str = "skip"
 
@@ -99,6 +102,8 @@ class ToExample(grain.transforms.RandomMap):
             raise ValueError(f"data.captions: expected one of {CAPTION_MODES}, got {self.captions!r}")
         if self.text_overflow not in ("truncate", "error"):
             raise ValueError(f"data.text_overflow: expected 'truncate' or 'error', got {self.text_overflow!r}")
+        if self.num_frames and self.max_regions:
+            raise ValueError("data.max_regions: region boxes are for still images, not clips (data.num_frames)")
         self._answer_ids = {a: i for i, a in enumerate(self.answers)}
         self._type_ids = {t: i for i, t in enumerate(self.question_types)}
 
@@ -128,7 +133,7 @@ class ToExample(grain.transforms.RandomMap):
         out = {
             "index": unknown,
             "image_id": unknown,
-            "image": np.zeros((self.image.size, self.image.size, 3), np.uint8),
+            "image": np.zeros((*self._frames_shape(), self.image.size, self.image.size, 3), np.uint8),
         }
         if self.max_regions:
             out |= self._regions(np.zeros((0, 4), np.float32), np.zeros((0,), np.int32))
@@ -144,6 +149,9 @@ class ToExample(grain.transforms.RandomMap):
             out["answer_scores"] = np.zeros((len(self.answers),), np.float32)
         return out
 
+    def _frames_shape(self) -> tuple[int, ...]:
+        return (self.num_frames,) if self.num_frames else ()
+
     def _field(self, record: dict, name: str, default=None):
         path = self.fields.get(name, name)
         try:
@@ -154,8 +162,13 @@ class ToExample(grain.transforms.RandomMap):
             raise
 
     def _convert(self, record: dict, rng: np.random.Generator) -> dict:
-        image = decode_image(self._field(record, "image"))
         out = {"index": np.int32(record["index"]), "image_id": np.int32(self._field(record, "image_id", -1))}
+        if self.num_frames:
+            frames = decode_frames(self._field(record, "image"))
+            picked = frames[frame_indices(len(frames), self.num_frames)]
+            out["image"] = self.image.augment_frames(picked, rng)
+            return out | self._texts_and_targets(record, rng)
+        image = decode_image(self._field(record, "image"))
         if self.max_regions:
             boxes = np.asarray(self._field(record, "boxes", np.zeros((0, 4))), np.float32)
             labels = np.asarray(self._field(record, "labels", np.zeros((0,))), np.int32).reshape(-1)
@@ -163,6 +176,10 @@ class ToExample(grain.transforms.RandomMap):
             out |= self._regions(boxes[keep], labels[keep])
         else:
             out["image"] = self.image.augment(image, rng)
+        return out | self._texts_and_targets(record, rng)
+
+    def _texts_and_targets(self, record: dict, rng: np.random.Generator) -> dict:
+        out = {}
         if self.task == "image_text":
             out |= self._caption_texts(self._field(record, "captions"), rng)
             out["label"] = np.int32(self._field(record, "label", -1))

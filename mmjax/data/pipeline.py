@@ -213,6 +213,7 @@ def build_pipeline(
         answers=source.answers,
         question_types=source.question_types,
         max_regions=config.max_regions,
+        num_frames=config.num_frames or 0,
         text_overflow=config.text_overflow,
         bad_records=config.bad_records,
     )

@@ -97,6 +97,14 @@ def transform_boxes(boxes: np.ndarray, crop, height: int, width: int, flip: bool
     return out.astype(np.float32), keep
 
 
+def decode_frames(value) -> np.ndarray:
+    """A clip: uint8 [T, H, W, 3] (or [T, H, W] grey) -> uint8 RGB [T, H, W, 3]."""
+    array = np.asarray(value)
+    if array.dtype != np.uint8 or array.ndim not in (3, 4) or (array.ndim == 4 and array.shape[-1] != 3):
+        raise ValueError(f"expected a clip of uint8 frames [T, H, W, 3], got {array.dtype} {array.shape}")
+    return np.repeat(array[..., None], 3, axis=-1) if array.ndim == 3 else array
+
+
 @dataclasses.dataclass(frozen=True)
 class ImagePreprocessor:
     """Turns a decoded image into the model's input.
@@ -141,6 +149,17 @@ class ImagePreprocessor:
         if boxes is None:
             return out
         return out, transform_boxes(np.asarray(boxes, np.float32).reshape(-1, 4), crop, height, width, flip)
+
+    def augment_frames(self, frames: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """`augment` for a clip [T, H, W, 3] -> [T, S, S, 3]: one crop and one flip for all its frames (a crop
+        that moved from frame to frame would add motion the clip does not have)."""
+        height, width = frames.shape[1:3]
+        if self.random_crop:
+            crop = random_resized_crop_box(rng, height, width, self.crop_scale, self.crop_ratio)
+        else:
+            crop = center_box(height, width)
+        out = np.stack([crop_and_resize(frame, crop, self.size) for frame in frames])
+        return out[:, :, ::-1] if self.flip and rng.random() < 0.5 else out
 
     def normalize(self, image: np.ndarray) -> np.ndarray:
         """uint8 [..., 3] (one image or a batch) -> float32 `(x / 255 - mean) / std`, elementwise."""

@@ -11,7 +11,7 @@ from mmjax.data.errors import POLICIES
 from mmjax.data.examples import CAPTION_MODES
 from mmjax.data.preprocess import CLIP_MEAN, CLIP_STD
 
-SOURCES = ("shapes", "easy_vqa", "fashion_mnist", "jsonl", "tfds")
+SOURCES = ("shapes", "moving_shapes", "easy_vqa", "fashion_mnist", "jsonl", "tfds")
 TOKENIZERS = ("clip", "bert", "word")
 
 KEYS = {
@@ -37,7 +37,23 @@ KEYS = {
         "num_test": (1_000, "scenes in the test split"),
         "num_compositional": (1_000, "scenes in the compositional split (held-out attribute pairs)"),
     },
+    "moving_shapes": {
+        "image_size": (32, "side of the generated frames, in pixels"),
+        "num_frames": (8, "frames per generated clip"),
+        "seed": (0, "generator seed: same seed, same bytes"),
+        "num_train": (10_000, "clips in the train split"),
+        "num_validation": (1_000, "clips in the validation split"),
+        "num_test": (1_000, "clips in the test split"),
+        "num_compositional": (1_000, "clips in the compositional split (held-out motion-shape pairs)"),
+    },
     "image_size": (None, "side S of the model's input images; None: model.image.image_size", None, int),
+    "num_frames": (
+        None,
+        "T: clips of T frames [T, S, S, 3] in the visual slot, sampled uniformly; None: model.image.num_frames "
+        "for a video tower, else still images",
+        None,
+        int,
+    ),
     "mean": (CLIP_MEAN, "per-channel mean subtracted after scaling to [0, 1]"),
     "std": (CLIP_STD, "per-channel standard deviation divided by after the mean"),
     "random_crop": (True, "training only: random resized crops (off when captions name positions)"),

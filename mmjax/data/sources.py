@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import numpy as np
 import tensorflow_datasets as tfds
 
-from mmjax.data import builders, jsonl, real_datasets, shapes
+from mmjax.data import builders, jsonl, moving_shapes, real_datasets, shapes
 from mmjax.data.schema import SOURCES
 
 
@@ -37,6 +37,9 @@ def make_builder(config) -> tfds.core.DatasetBuilder:
     if kind == "shapes":
         opts = config.shapes.to_dict() if hasattr(config.shapes, "to_dict") else dict(config.shapes)
         return builders.shapes_builder(data_dir, task=config.task, **opts)
+    if kind == "moving_shapes":
+        group = config.moving_shapes
+        return builders.moving_shapes_builder(data_dir, **(group.to_dict() if hasattr(group, "to_dict") else group))
     if kind == "easy_vqa":
         return real_datasets.easy_vqa_builder(data_dir, config.path, config.limit)
     if kind == "fashion_mnist":
@@ -61,6 +64,8 @@ def available_splits(config) -> tuple[str, ...] | None:
     prepared). Cheap: a listing of the jsonl folder, the shapes counts, the fixed splits of the packaged sets."""
     if config.source == "shapes":
         return tuple(s for s in shapes.SPLITS if config.shapes[f"num_{s}"] > 0)
+    if config.source == "moving_shapes":
+        return tuple(s for s in moving_shapes.SPLITS if config.moving_shapes[f"num_{s}"] > 0)
     if config.source in ("easy_vqa", "fashion_mnist"):
         return ("train", "test")
     if config.source == "jsonl":
@@ -139,6 +144,7 @@ def open_source(config, split: str) -> Source:
         question_types=tuple(meta.get("question_types", ())),
         classes=tuple(meta.get("classes", ())),
         prepared_skips=dict(meta.get("bad_records", {})),
+        fields=dict(getattr(builder, "FIELDS", {})),
     )
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import flax.linen as nn
 
+from mmjax.encoders.frames import FrameViT
 from mmjax.encoders.regions import RegionEmbeddings, RegionEncoder
 from mmjax.encoders.resnet import RESNET_DEPTHS, ResNet
 from mmjax.encoders.text import Bert, BertEmbeddings, TextTransformer
@@ -18,6 +19,7 @@ TOWERS: dict[str, type[nn.Module]] = {
     "clip_text": TextTransformer,
     "bert": Bert,
     "regions": RegionEncoder,
+    "frame_vit": FrameViT,
 }
 
 
@@ -40,6 +42,7 @@ __all__ = [
     "VIT_SIZES",
     "Bert",
     "BertEmbeddings",
+    "FrameViT",
     "RegionEmbeddings",
     "RegionEncoder",
     "ResNet",

@@ -105,3 +105,23 @@ def test_the_builder_stores_the_generated_clips(tmp_path):
         assert int(r["label"]) == clip["label"]
         assert [t.decode() for t in r["captions"]] == clip["captions"]
         np.testing.assert_array_equal(r["boxes"], clip["boxes"])
+
+
+def test_the_pipeline_feeds_clips_in_the_visual_slot(tmp_path):
+    """data.num_frames: batches of normalized clips [B, T, S, S, 3] with the captions' tokens; evaluation's padded
+    rows are zero clips."""
+    from mmjax.data import build_pipeline, default_config
+
+    config = default_config(image_size=32, max_length=24)
+    config.update(source="moving_shapes", data_dir=str(tmp_path), num_frames=4, random_crop=False, batch_size=6)
+    config.moving_shapes.update(num_train=8, num_validation=2, num_test=4, num_compositional=2)
+    config.tokenizer.update(kind="word", path="shapes")
+    batch = next(build_pipeline(config, "train"))
+    assert batch["image"].shape == (6, 4, 32, 32, 3) and batch["image"].dtype == np.float32
+    assert batch["input_ids"].shape == (6, 24) and (batch["attention_mask"].sum(1) > 3).all()
+    test = next(build_pipeline(config, "test", train=False))  # 4 clips in a batch of 6: two placeholder rows
+    assert test["example_mask"].tolist() == [1, 1, 1, 1, 0, 0]
+    assert not np.asarray(test["image"][4:]).any()
+    clip = ms.generate(0, "test", int(test["image_id"][0]), image_size=32, num_frames=8)["video"][[0, 2, 5, 7]]
+    np.testing.assert_allclose(test["image"][0], (clip / 255 - np.asarray(config.mean)) / np.asarray(config.std),
+                               atol=1e-5)  # fmt: skip

@@ -44,6 +44,9 @@ SPECS = (
     "lit_fashion.py:tiny",
     "lit_fashion.py:tiny,text=scratch",
     "lit_fashion.py:tiny,text=finetune",
+    "video_shapes.py:tiny",
+    "video_shapes.py:tiny,temporal=mean",
+    "video_shapes.py:tiny,task=retrieval",
 )
 # The mesh the PartitionSpecs are pinned on: 8 fake CPU devices (tests/conftest.py) under the fsdp_tp preset.
 SHARDING = "fsdp_tp"

@@ -23,6 +23,8 @@ SMALL_DATA = {
     "shapes": ["data.shapes.num_train=64", "data.shapes.num_validation=16", "data.shapes.num_test=16",
                "data.shapes.num_compositional=16"],
     "easy_vqa": ["data.limit=64"],
+    "moving_shapes": ["data.moving_shapes.num_train=64", "data.moving_shapes.num_validation=16",
+                      "data.moving_shapes.num_test=16", "data.moving_shapes.num_compositional=16"],
 }  # fmt: skip
 
 

@@ -63,7 +63,14 @@ def test_task_trains_and_its_eval_is_independent_of_eval_batching(case, data_dir
 
 
 @pytest.mark.parametrize(
-    "spec", ["pretrain_shapes.py:tiny", "clip_shapes.py:tiny,siglip", "vqa_shapes.py:tiny,text=minilm"]
+    "spec",
+    [
+        "pretrain_shapes.py:tiny",
+        "clip_shapes.py:tiny,siglip",
+        "vqa_shapes.py:tiny,text=minilm",
+        "video_shapes.py:tiny",
+        "video_shapes.py:tiny,task=retrieval",
+    ],
 )
 def test_the_other_shipped_configs_train_and_evaluate_at_tiny_size(spec, data_dir, tmp_path):
     config = mmconfig.load_config(f"{REPO}/configs/{spec}", tiny_overrides(data_dir, "total_steps=2"))
@@ -153,7 +160,7 @@ def test_a_fusion_tower_that_does_not_fit_the_visual_inputs_fails_naming_both_ke
 
 
 def test_vqa_model_kinds_come_from_one_table():
-    assert set(tasks.MODEL_KINDS) == {"visualbert", "fusion"}
+    assert set(tasks.MODEL_KINDS) == {"visualbert", "fusion", "tower"}
     assert set(tasks.VQATask.MODEL_KEYS["kind"][2]) == set(tasks.MODEL_KINDS)
 
 

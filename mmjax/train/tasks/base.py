@@ -78,8 +78,9 @@ class Task:
     def init_batch(self) -> dict[str, np.ndarray]:
         """One example with the shapes the model is initialized with (image-text by default)."""
         size, length = self.config.data.image_size, self.config.data.tokenizer.max_length
+        frames = (self.config.data.num_frames,) if self.config.data.num_frames else ()  # a clip [T, S, S, 3]
         return {
-            "image": np.zeros((1, size, size, 3), np.float32),
+            "image": np.zeros((1, *frames, size, size, 3), np.float32),
             "input_ids": np.zeros((1, length), np.int32),
             "attention_mask": np.ones((1, length), np.int32),
         }

@@ -7,6 +7,7 @@ config.model.kind picks the model from `MODEL_KINDS`:
   fusion      Classifier(towers {image, text}, fusion = model.fusion {name, ...fields}, head model.head).
               With model.visual='regions' the image tower is a `regions` tower (encoders.RegionEncoder) fed
               the same cropped regions and boxes as VisualBERT's region mode.
+  tower       the visual tower alone (an image or a video tower) and the head: image or action classification.
 """
 
 from __future__ import annotations
@@ -64,13 +65,32 @@ def _fusion_inputs(text: dict, visual: dict) -> tuple[tuple, dict]:
     return ({"image": image, "text": (text["input_ids"], text["attention_mask"])},), {}
 
 
+def _tower(task: LabelTask, cfg) -> nn.Module:
+    # the visual tower alone (images or clips): its pooled vector through the head, no text
+    return Classifier(
+        towers={"image": tower_from_config(cfg.image, task.dtype)},
+        fusion=build_fusion("late", dtype=task.dtype),
+        num_classes=task.num_outputs(),
+        head=cfg.head,
+    )
+
+
+def _tower_inputs(text: dict, visual: dict) -> tuple[tuple, dict]:
+    del text
+    return ({"image": visual.get("pixel_values", visual)},), {}
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelKind:
     build: Callable  # (task, config.model) -> module
     inputs: Callable  # (text inputs, visual inputs) -> the module's (args, kwargs)
 
 
-MODEL_KINDS = {"visualbert": ModelKind(_visualbert, _visualbert_inputs), "fusion": ModelKind(_fusion, _fusion_inputs)}
+MODEL_KINDS = {
+    "visualbert": ModelKind(_visualbert, _visualbert_inputs),
+    "fusion": ModelKind(_fusion, _fusion_inputs),
+    "tower": ModelKind(_tower, _tower_inputs),
+}
 
 
 class LabelTask(Task):
@@ -79,7 +99,7 @@ class LabelTask(Task):
     MODEL_KEYS = {
         "kind": (
             "visualbert",
-            "the model: visualbert (single stream) or fusion (towers + a fusion)",
+            "the model: visualbert (single stream), fusion (towers + a fusion) or tower (the visual tower alone)",
             tuple(MODEL_KINDS),
         ),
         "visual": ("grid", "visual tokens: grid (image tower tokens) or regions (object boxes)", ("grid", "regions")),
