@@ -13,6 +13,7 @@ reproduce Hugging Face's feature extractors in float32:
 
 Hugging Face returns Whisper features as [B, mels, frames]; we follow the repository's [B, frames, mels] convention.
 The mask marks frames computed from real samples (1) versus padding (0), the way HF's `attention_mask` does.
+Neither preset dithers (HF's default for both extractors is dither 0), so the features are deterministic.
 Filter banks and windows are built once in numpy float64 at trace time (constants), because the reference builds
 them in float64 too; everything that touches the signal runs in float32 under `jax.jit`.
 """
@@ -195,7 +196,8 @@ def log_mel(waveforms: jax.Array, config: LogMelConfig, lengths: jax.Array | Non
     """
     x = jnp.asarray(waveforms, jnp.float32)
     batch, num_samples = x.shape
-    lengths = jnp.full((batch,), num_samples, jnp.int32) if lengths is None else jnp.asarray(lengths, jnp.int32)
+    lengths = num_samples if lengths is None else jnp.minimum(jnp.asarray(lengths, jnp.int32), num_samples)
+    lengths = jnp.broadcast_to(jnp.asarray(lengths, jnp.int32), (batch,))
     # Zero everything past each true length: the reference sees each waveform alone, padded with zeros if at all.
     x = jnp.where(jnp.arange(num_samples)[None, :] < lengths[:, None], x, 0.0)
     if config.pad_samples is not None:
