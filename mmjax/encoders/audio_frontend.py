@@ -141,6 +141,7 @@ def mel_filters(config: LogMelConfig) -> np.ndarray:
         filters = filters * (2.0 / (edges_hz[2:] - edges_hz[:-2]))[None, :]
     elif config.mel_norm is not None:
         raise ValueError(f"unknown mel_norm {config.mel_norm!r}; use None or 'slaney'")
+    filters.setflags(write=False)  # cached and shared between callers
     return filters
 
 
