@@ -7,6 +7,14 @@ from __future__ import annotations
 
 import flax.linen as nn
 
+from mmjax.encoders.audio_frontend import (
+    AST_FBANK,
+    WHISPER_LOG_MEL,
+    LogMelConfig,
+    ast_features,
+    log_mel,
+    whisper_features,
+)
 from mmjax.encoders.frames import FrameViT
 from mmjax.encoders.regions import RegionEmbeddings, RegionEncoder
 from mmjax.encoders.resnet import RESNET_DEPTHS, ResNet
@@ -37,17 +45,23 @@ def build_tower(name: str, **kwargs) -> nn.Module:
 
 
 __all__ = [
+    "AST_FBANK",
     "RESNET_DEPTHS",
     "TOWERS",
     "VIT_SIZES",
+    "WHISPER_LOG_MEL",
     "Bert",
     "BertEmbeddings",
     "FrameViT",
+    "LogMelConfig",
     "RegionEmbeddings",
     "RegionEncoder",
     "ResNet",
     "TextTransformer",
     "ViT",
+    "ast_features",
     "build_tower",
+    "log_mel",
     "vit_variant",
+    "whisper_features",
 ]
