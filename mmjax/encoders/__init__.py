@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import flax.linen as nn
 
+from mmjax.encoders.audio import AST, ast_from_vit
 from mmjax.encoders.regions import RegionEmbeddings, RegionEncoder
 from mmjax.encoders.resnet import RESNET_DEPTHS, ResNet
 from mmjax.encoders.text import Bert, BertEmbeddings, TextTransformer
@@ -17,6 +18,7 @@ TOWERS: dict[str, type[nn.Module]] = {
     "resnet": ResNet,
     "clip_text": TextTransformer,
     "bert": Bert,
+    "ast": AST,
     "regions": RegionEncoder,
 }
 
@@ -35,6 +37,7 @@ def build_tower(name: str, **kwargs) -> nn.Module:
 
 
 __all__ = [
+    "AST",
     "RESNET_DEPTHS",
     "TOWERS",
     "VIT_SIZES",
@@ -45,6 +48,7 @@ __all__ = [
     "ResNet",
     "TextTransformer",
     "ViT",
+    "ast_from_vit",
     "build_tower",
     "vit_variant",
 ]

@@ -1,5 +1,6 @@
 """Complete models: encoders + fusion + heads. Usable without the trainer: init/apply like any Linen module."""
 
+from mmjax.models.ast import ASTForAudioClassification, ASTModel
 from mmjax.models.bert import BertModel
 from mmjax.models.captioner import Captioner, beam_search, greedy_decode
 from mmjax.models.classifier import Classifier
@@ -15,6 +16,8 @@ from mmjax.models.visualbert_heads import (
 
 __all__ = [
     "CLIP",
+    "ASTForAudioClassification",
+    "ASTModel",
     "HEADS",
     "AnswerHead",
     "BertModel",
