@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import flax.linen as nn
 
-from mmjax.encoders.audio import AST, ast_from_vit
+from mmjax.encoders.audio import AST, WhisperEncoder, ast_from_vit
 from mmjax.encoders.regions import RegionEmbeddings, RegionEncoder
 from mmjax.encoders.resnet import RESNET_DEPTHS, ResNet
 from mmjax.encoders.text import Bert, BertEmbeddings, TextTransformer
@@ -19,6 +19,7 @@ TOWERS: dict[str, type[nn.Module]] = {
     "clip_text": TextTransformer,
     "bert": Bert,
     "ast": AST,
+    "whisper": WhisperEncoder,
     "regions": RegionEncoder,
 }
 
@@ -48,6 +49,7 @@ __all__ = [
     "ResNet",
     "TextTransformer",
     "ViT",
+    "WhisperEncoder",
     "ast_from_vit",
     "build_tower",
     "vit_variant",

@@ -1,5 +1,5 @@
 """Spectrogram towers: the Audio Spectrogram Transformer (AST, Gong et al. 2021) and its initialisation from an
-image ViT.
+image ViT; a Whisper-style encoder (Radford et al. 2022).
 
 Input: log-mel spectrograms [B, frames, mel_bins] (the log-mel frontend lives in audio_frontend.py).
 
@@ -7,6 +7,9 @@ AST parameter names (stable; converters depend on them): `embedding` (PatchEmbed
 [p, p, 1, D] over (frequency, time)), `cls_token` [D], `dist_token` [D], `pos_embedding` [2 + N, D],
 `encoder` (layers.Encoder, pre-LN), `ln_post` (final norm). The names shared with encoders.ViT mean the same
 there, which is what lets `ast_from_vit` copy an image tower's encoder unchanged.
+
+WhisperEncoder parameter names (stable): `conv1` (kernel [3, mel_bins, D]), `conv2` (kernel [3, D, D]),
+`pos_embedding` [max_positions, D], `encoder` (layers.Encoder, pre-LN, no key bias), `ln_post`.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mmjax.layers import Encoded, PatchEmbed, encoder_like, interpolate_posemb, layer_norm
+from mmjax.layers import Encoded, PatchEmbed, encoder_like, get_activation, interpolate_posemb, layer_norm
 
 Dtype = jnp.dtype | type
 
@@ -193,3 +196,88 @@ def _check_like(params, expected, path: str = "") -> None:
             _check_like(params[k], expected[k], f"{path}/{k}")
     elif tuple(np.shape(params)) != tuple(expected.shape):
         raise ValueError(f"AST param {path}: shape {tuple(np.shape(params))} from the ViT, expected {expected.shape}")
+
+
+def sinusoids(length: int, width: int, max_timescale: float = 10_000.0) -> np.ndarray:
+    """Whisper's fixed positions [length, width]: sines then cosines (not interleaved) over width / 2
+    timescales spaced geometrically from 1 to max_timescale."""
+    if width % 2:
+        raise ValueError(f"sinusoidal positions need an even width, got {width}")
+    log_increment = math.log(max_timescale) / (width // 2 - 1)
+    inv_timescales = np.exp(-log_increment * np.arange(width // 2))
+    scaled = np.arange(length)[:, None] * inv_timescales[None, :]
+    return np.concatenate([np.sin(scaled), np.cos(scaled)], axis=1).astype(np.float32)
+
+
+def _sinusoid_init(key, shape, dtype=jnp.float32):
+    del key  # fixed, not drawn
+    return jnp.asarray(sinusoids(*shape), dtype)
+
+
+class WhisperEncoder(nn.Module):
+    """Log-mel spectrograms [B, T, mel_bins] -> Encoded(tokens [B, ceil(T / 2), D], mask, pooled [B, D]).
+
+    Two 1-D convolutions over time (kernel 3, padding 1; the second with stride 2, halving the frame rate),
+    each followed by exact GELU, then positions, a pre-LN encoder whose attention has no key bias, and a final
+    LayerNorm. pooled is the mean of the tokens (Whisper has no pooler).
+
+    max_positions: the position table's length (1500 = 30 s of 10 ms frames). Shorter inputs use its first
+                   ceil(T / 2) rows, so clips need not be padded to 30 s (the released models saw only 30 s
+                   windows during training, so outputs on short clips differ from those on padded ones).
+    The table starts as `sinusoids` and is a parameter so that checkpoints load exactly; keep it frozen to
+    train as Whisper did.
+    """
+
+    width: int = 512
+    depth: int = 6
+    mlp_dim: int | None = None
+    num_heads: int = 8
+    num_mel_bins: int = 80
+    max_positions: int = 1500
+    activation: str = "gelu"
+    layer_norm_eps: float = 1e-5
+    dropout_rate: float = 0.0
+    attention_dropout_rate: float = 0.0
+    attention_impl: str | None = None
+    remat: bool = False
+    scan: bool = False
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, spectrograms, *, train: bool = False) -> Encoded:
+        if spectrograms.ndim != 3 or spectrograms.shape[-1] != self.num_mel_bins:
+            raise ValueError(
+                f"WhisperEncoder expects spectrograms [B, frames, {self.num_mel_bins}], got {tuple(spectrograms.shape)}"
+            )
+        length = (spectrograms.shape[1] + 1) // 2
+        if length > self.max_positions:
+            raise ValueError(
+                f"{spectrograms.shape[1]} frames give {length} positions, more than the table's {self.max_positions}"
+            )
+        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        gelu = get_activation("gelu")  # the convolutions use exact GELU whatever the layers' activation
+        x = spectrograms.astype(self.dtype)
+        for name, stride in (("conv1", 1), ("conv2", 2)):
+            conv = nn.Conv(
+                self.width,
+                (3,),
+                strides=(stride,),
+                padding=((1, 1),),
+                kernel_init=nn.with_logical_partitioning(nn.initializers.lecun_normal(), ("conv_w", None, "embed")),
+                bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)),
+                name=name,
+                **kw,
+            )
+            x = gelu(conv(x))
+        table = self.param(
+            "pos_embedding",
+            nn.with_logical_partitioning(_sinusoid_init, (None, "embed")),
+            (self.max_positions, self.width),
+            self.param_dtype,
+        )
+        x = x + jnp.asarray(table[:length], self.dtype)[None]
+        x = nn.Dropout(self.dropout_rate)(x, deterministic=not train)
+        x = encoder_like(self, pre_norm=True, attention_key_bias=False, name="encoder")(x, None, not train)
+        x = layer_norm(self.layer_norm_eps, name="ln_post", **kw)(x)
+        return Encoded(tokens=x, mask=jnp.ones(x.shape[:2], bool), pooled=jnp.mean(x, axis=1))

@@ -13,6 +13,7 @@ from mmjax.models.visualbert_heads import (
     VisualBertForQuestionAnswering,
     VisualBertForVisualReasoning,
 )
+from mmjax.models.whisper import WhisperEncoderModel
 
 __all__ = [
     "CLIP",
@@ -29,6 +30,7 @@ __all__ = [
     "VisualBertForQuestionAnswering",
     "VisualBertForVisualReasoning",
     "VisualBertModel",
+    "WhisperEncoderModel",
     "beam_search",
     "build_head",
     "greedy_decode",
