@@ -48,6 +48,9 @@ class AST(nn.Module):
     learned positions added, then a pre-LN encoder and a final LayerNorm over every token. pooled is the mean
     of the two prefix tokens (ASTModel's pooler_output).
 
+    num_mel_bins: mel bins of the input (the frequency axis); fixed, since the patch grid depends on it.
+    frequency_stride: patch stride along frequency (10 in released ASTs; equal to patch_size: no overlap).
+    time_stride: patch stride along time.
     max_length:  frames the position table was made for (ASTConfig.max_length).
     interpolate_pos_embed: accept another number of frames by bicubically resizing the table's time axis at
                  call time; otherwise any other length is a ValueError (Hugging Face pads or cuts to max_length).

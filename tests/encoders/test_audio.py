@@ -1,4 +1,5 @@
-"""AST spectrogram tower: shapes, input checks, time interpolation, and initialisation from an image ViT."""
+"""Spectrogram towers: AST (shapes, input checks, time interpolation, initialisation from an image ViT) and the
+Whisper-style encoder."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mmjax.encoders import AST, ViT, ast_from_vit
+from mmjax.encoders import AST, ViT, WhisperEncoder, ast_from_vit
+from mmjax.encoders.audio import sinusoids
 from mmjax.layers import interpolate_posemb
 
 SMALL = dict(width=24, depth=2, mlp_dim=40, num_heads=3)
@@ -94,3 +96,18 @@ def test_ast_from_vit_refuses_what_it_cannot_carry():
         ast_from_vit(vit_params(small_vit(image_size=32, pooling="gap")), ast)
     with pytest.raises(ValueError, match="kernel"):
         ast_from_vit(vit_params(small_vit(image_size=32)), ast.clone(patch_size=8))
+
+
+def test_whisper_encoder_shapes_positions_and_no_key_bias():
+    enc = WhisperEncoder(**SMALL, num_mel_bins=10, max_positions=9)
+    x = jax.random.normal(jax.random.key(1), (2, 17, 10))  # odd: ceil(17 / 2) = 9 positions
+    variables = enc.init(jax.random.key(0), x)
+    params = nn.meta.unbox(variables["params"])
+    np.testing.assert_array_equal(params["pos_embedding"], sinusoids(9, 24))
+    assert params["conv1"]["kernel"].shape == (3, 10, 24) and params["conv2"]["kernel"].shape == (3, 24, 24)
+    assert "bias" not in params["encoder"]["layer_0"]["attn"]["key"]
+    out = enc.apply(variables, x)
+    assert out.tokens.shape == (2, 9, 24) and out.pooled.shape == (2, 24)
+    assert enc.apply(variables, x[:, :6]).tokens.shape == (2, 3, 24)
+    with pytest.raises(ValueError, match="positions"):
+        enc.apply(variables, jnp.zeros((1, 19, 10)))
