@@ -5,14 +5,17 @@ framework globals. Pretrained Hugging Face directories load with `mmjax.load_pre
 """
 
 from mmjax.convert import load_pretrained, save_pretrained
-from mmjax.encoders import Bert, ResNet, TextTransformer, ViT, build_tower
+from mmjax.encoders import AST, Bert, ResNet, TextTransformer, ViT, build_tower
 from mmjax.layers import Encoded
-from mmjax.models import CLIP, BertModel, Captioner, Classifier, VisualBertModel
+from mmjax.models import CLIP, ASTForAudioClassification, ASTModel, BertModel, Captioner, Classifier, VisualBertModel
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AST",
     "CLIP",
+    "ASTForAudioClassification",
+    "ASTModel",
     "Bert",
     "BertModel",
     "Captioner",

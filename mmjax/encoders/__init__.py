@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import flax.linen as nn
 
+from mmjax.encoders.audio import AST, WhisperEncoder, ast_from_vit
 from mmjax.encoders.audio_frontend import (
     AST_FBANK,
     WHISPER_LOG_MEL,
@@ -26,6 +27,8 @@ TOWERS: dict[str, type[nn.Module]] = {
     "resnet": ResNet,
     "clip_text": TextTransformer,
     "bert": Bert,
+    "ast": AST,
+    "whisper": WhisperEncoder,
     "regions": RegionEncoder,
     "frame_vit": FrameViT,
 }
@@ -46,6 +49,7 @@ def build_tower(name: str, **kwargs) -> nn.Module:
 
 __all__ = [
     "AST_FBANK",
+    "AST",
     "RESNET_DEPTHS",
     "TOWERS",
     "VIT_SIZES",
@@ -60,6 +64,8 @@ __all__ = [
     "TextTransformer",
     "ViT",
     "ast_features",
+    "WhisperEncoder",
+    "ast_from_vit",
     "build_tower",
     "log_mel",
     "vit_variant",

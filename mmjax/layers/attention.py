@@ -212,6 +212,9 @@ class MultiHeadAttention(nn.Module):
     head_dim: int | None = None
     out_features: int | None = None
     use_bias: bool = True
+    # Whisper's k_proj has no bias. A key bias only adds q.b to every score of a query's row, which the softmax
+    # ignores, so this changes the parameter tree (for converters), never the outputs.
+    key_bias: bool = True
     dropout_rate: float = 0.0
     implementation: str | None = None  # forwarded to jax.nn.dot_product_attention ('xla', 'cudnn', None=auto)
     dtype: Dtype = jnp.float32
@@ -229,7 +232,7 @@ class MultiHeadAttention(nn.Module):
             return HeadProjection(
                 self.num_heads,
                 head_dim,
-                use_bias=self.use_bias,
+                use_bias=self.use_bias and (name != "key" or self.key_bias),
                 dtype=self.dtype,
                 param_dtype=self.param_dtype,
                 name=name,

@@ -15,11 +15,16 @@ Dtype = jnp.dtype | type
 
 
 class PatchEmbed(nn.Module):
-    """Images [B, H, W, C] -> patch tokens [B, H/p * W/p, D] via a stride-p convolution."""
+    """Images [B, H, W, C] -> patch tokens [B, H/p * W/p, D] via a stride-p convolution.
+
+    strides: (along H, along W); None means p (non-overlapping). Smaller strides give overlapping patches, as
+    the Audio Spectrogram Transformer uses: then there are ((H - p) // s_h + 1) * ((W - p) // s_w + 1) tokens.
+    """
 
     width: int
     patch_size: int
     use_bias: bool = True
+    strides: tuple[int, int] | None = None
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
@@ -29,7 +34,7 @@ class PatchEmbed(nn.Module):
         x = nn.Conv(
             self.width,
             (p, p),
-            strides=(p, p),
+            strides=tuple(self.strides) if self.strides is not None else (p, p),
             padding="VALID",
             use_bias=self.use_bias,
             kernel_init=nn.with_logical_partitioning(
@@ -130,11 +135,16 @@ def sincos_2d(grid_h: int, grid_w: int, width: int, temperature: float = 10_000.
 
 
 def interpolate_posemb(
-    posemb: jax.Array, old_grid: tuple[int, int], new_grid: tuple[int, int], num_prefix_tokens: int = 0
+    posemb: jax.Array,
+    old_grid: tuple[int, int],
+    new_grid: tuple[int, int],
+    num_prefix_tokens: int = 0,
+    method: str = "bicubic",
 ) -> jax.Array:
     """Resize a learned [P + h*w, D] position table to a new patch grid, keeping the P prefix (class) rows.
 
-    Bicubic over the 2-D grid, the usual way to fine-tune a ViT at a new resolution.
+    Bicubic over the 2-D grid by default, the usual way to fine-tune a ViT at a new resolution; the Audio
+    Spectrogram Transformer resizes an image table to its spectrogram grid bilinearly (method='bilinear').
     """
     if tuple(old_grid) == tuple(new_grid):
         return posemb
@@ -143,5 +153,5 @@ def interpolate_posemb(
     if grid.shape[0] != h * w:
         raise ValueError(f"position table has {grid.shape[0]} grid rows, expected {h}x{w}={h * w}")
     grid = grid.reshape(h, w, -1)
-    grid = jax.image.resize(grid, (*new_grid, grid.shape[-1]), method="bicubic")
+    grid = jax.image.resize(grid, (*new_grid, grid.shape[-1]), method=method)
     return jnp.concatenate([prefix, grid.reshape(-1, grid.shape[-1]).astype(posemb.dtype)], axis=0)

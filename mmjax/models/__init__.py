@@ -1,5 +1,6 @@
 """Complete models: encoders + fusion + heads. Usable without the trainer: init/apply like any Linen module."""
 
+from mmjax.models.ast import ASTForAudioClassification, ASTModel
 from mmjax.models.bert import BertModel
 from mmjax.models.captioner import Captioner, beam_search, greedy_decode
 from mmjax.models.classifier import Classifier
@@ -12,9 +13,12 @@ from mmjax.models.visualbert_heads import (
     VisualBertForQuestionAnswering,
     VisualBertForVisualReasoning,
 )
+from mmjax.models.whisper import WhisperEncoderModel
 
 __all__ = [
     "CLIP",
+    "ASTForAudioClassification",
+    "ASTModel",
     "HEADS",
     "AnswerHead",
     "BertModel",
@@ -26,6 +30,7 @@ __all__ = [
     "VisualBertForQuestionAnswering",
     "VisualBertForVisualReasoning",
     "VisualBertModel",
+    "WhisperEncoderModel",
     "beam_search",
     "build_head",
     "greedy_decode",
