@@ -10,6 +10,7 @@ import flax.linen as nn
 from mmjax.encoders.regions import RegionEmbeddings, RegionEncoder
 from mmjax.encoders.resnet import RESNET_DEPTHS, ResNet
 from mmjax.encoders.text import Bert, BertEmbeddings, TextTransformer
+from mmjax.encoders.video import VideoViT, inflate_vit
 from mmjax.encoders.vit import VIT_SIZES, ViT, vit_variant
 
 TOWERS: dict[str, type[nn.Module]] = {
@@ -18,6 +19,7 @@ TOWERS: dict[str, type[nn.Module]] = {
     "clip_text": TextTransformer,
     "bert": Bert,
     "regions": RegionEncoder,
+    "video_vit": VideoViT,
 }
 
 
@@ -44,7 +46,9 @@ __all__ = [
     "RegionEncoder",
     "ResNet",
     "TextTransformer",
+    "VideoViT",
     "ViT",
     "build_tower",
+    "inflate_vit",
     "vit_variant",
 ]
