@@ -1,0 +1,117 @@
+"""VideoMAEModel / VideoMAEForVideoClassification parity with transformers, and export back to transformers."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+from hf_oracle import assert_parity, randomize_  # noqa: E402
+from safetensors.numpy import load_file, save_file  # noqa: E402
+
+from mmjax.convert import load_pretrained, save_pretrained  # noqa: E402
+from mmjax.encoders import VideoViT  # noqa: E402
+from mmjax.models import VideoClassifier  # noqa: E402
+
+# Odd sizes: width 48 in 3 heads, MLP 61, 24 px frames in 8 px patches (9 per frame), 3 frames in tubelets of 1
+# (27 tokens) or 4 frames in tubelets of 2 (18 tokens), 5 classes.
+CONFIGS = {
+    "t1_f3": dict(num_frames=3, tubelet_size=1),
+    "t2_f4": dict(num_frames=4, tubelet_size=2),
+}
+
+
+def tiny_videomae(cls, *, num_frames, tubelet_size, use_mean_pooling=True, seed=0):
+    config = transformers.VideoMAEConfig(
+        hidden_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=3,
+        intermediate_size=61,
+        image_size=24,
+        patch_size=8,
+        num_frames=num_frames,
+        tubelet_size=tubelet_size,
+        use_mean_pooling=use_mean_pooling,
+        num_labels=5,
+    )
+    return randomize_(cls(config), seed)
+
+
+def pixel_values(config, seed=1):
+    """HF layout [B, T, C, H, W] and the same values as mmjax's NTHWC."""
+    rng = np.random.default_rng(seed)
+    px = rng.normal(size=(2, config.num_frames, 3, config.image_size, config.image_size)).astype(np.float32)
+    return px, px.transpose(0, 1, 3, 4, 2)
+
+
+def reference(hf, px) -> dict:
+    """last_hidden_state (the classifier's from its `videomae` tower) and, for the classifier, logits."""
+    with torch.no_grad():
+        if isinstance(hf, transformers.VideoMAEForVideoClassification):
+            return {
+                "logits": hf(pixel_values=torch.tensor(px)).logits.numpy(),
+                "last_hidden_state": hf.videomae(pixel_values=torch.tensor(px)).last_hidden_state.numpy(),
+            }
+        return {"last_hidden_state": hf(pixel_values=torch.tensor(px)).last_hidden_state.numpy()}
+
+
+def ours(model, variables, videos) -> dict:
+    out = model.apply(variables, videos)
+    if isinstance(model, VideoClassifier):
+        return {"logits": out["logits"], "last_hidden_state": out["last_hidden_state"]}
+    return {"last_hidden_state": out.tokens}
+
+
+CASES = [
+    ("VideoMAEModel", "t1_f3", True),
+    ("VideoMAEModel", "t2_f4", False),
+    ("VideoMAEForVideoClassification", "t1_f3", True),
+    ("VideoMAEForVideoClassification", "t2_f4", True),
+]
+
+
+@pytest.mark.parametrize("arch, name, mean_pooling", CASES)
+def test_videomae_matches_transformers_and_round_trips(arch, name, mean_pooling, tmp_path):
+    hf = tiny_videomae(getattr(transformers, arch), **CONFIGS[name], use_mean_pooling=mean_pooling)
+    hf.save_pretrained(tmp_path / "hf", safe_serialization=True)
+    px, videos = pixel_values(hf.config)
+    ref = reference(hf, px)
+    assert all(np.abs(v).max() > 0.3 for v in ref.values())  # non-trivial outputs, so 1e-4 means something
+
+    model, variables = load_pretrained(tmp_path / "hf")
+    assert isinstance(model, VideoClassifier if arch.endswith("Classification") else VideoViT)
+    got = ours(model, variables, videos)
+    diffs = assert_parity(got, ref)
+    print(f"{arch} {name}: {diffs}")
+
+    save_pretrained(model, variables, tmp_path / "back")
+    back = getattr(transformers, arch).from_pretrained(tmp_path / "back").eval()
+    assert_parity(reference(back, px), ref, atol=1e-6)
+
+
+def test_old_bias_names_load(tmp_path):
+    """Checkpoints from before the rename store `attention.attention.q_bias` / `v_bias`."""
+    hf = tiny_videomae(transformers.VideoMAEModel, **CONFIGS["t1_f3"])
+    hf.save_pretrained(tmp_path, safe_serialization=True)
+    tensors = load_file(tmp_path / "model.safetensors")
+    renamed = {
+        k.replace("attention.query.bias", "q_bias").replace("attention.value.bias", "v_bias"): v
+        for k, v in tensors.items()
+    }
+    assert any(k.endswith("q_bias") for k in renamed)
+    save_file(renamed, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    model, variables = load_pretrained(tmp_path)
+    px, videos = pixel_values(hf.config)
+    assert_parity(ours(model, variables, videos), reference(hf, px))
+
+
+def test_export_refuses_what_videomae_cannot_represent(tmp_path):
+    vit = VideoViT(width=48, depth=1, num_heads=3, patch_size=8, image_size=24, num_frames=4)  # learned, class token
+    variables = vit.init(jax.random.key(0), np.zeros((1, 4, 24, 24, 3), np.float32))
+    with pytest.raises(ValueError, match="cannot export VideoViT to Hugging Face"):
+        save_pretrained(vit, variables, tmp_path)
+    with pytest.raises(ValueError, match=r"VideoViT.pooling='tok'"):
+        save_pretrained(vit.clone(posemb="sincos"), variables, tmp_path)
