@@ -106,8 +106,11 @@ class VideoViT(nn.Module):
     def num_prefix(self) -> int:
         return 1 if self.pooling == "tok" else 0
 
-    def embed(self, videos, grid) -> tuple[jax.Array, jax.Array | None]:
-        """Tubelets with positions: -> ([B, T', h*w, D], the class token's position [D] or None)."""
+    def embed(self, videos, grid, with_time: bool = True) -> tuple[jax.Array, jax.Array | None]:
+        """Tubelets with positions: -> ([B, T', h*w, D], the class token's position [D] or None).
+
+        with_time=False adds the spatial table only (the factorised encoder adds time after its spatial stage).
+        """
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         x = TubeletEmbed(
             self.width, self.patch_size, self.tubelet_size, use_bias=self.patch_bias, name="embedding", **kw
@@ -126,14 +129,15 @@ class VideoViT(nn.Module):
         )
         cls_pos = space[0] if self.num_prefix else None
         space = interpolate_posemb(space, self.grid[1:], (h, w), self.num_prefix)[self.num_prefix :]
-        time = self.param(
-            "time_embedding",
-            nn.with_logical_partitioning(nn.initializers.normal(0.02), ("time", "embed")),
-            (self.grid[0], self.width),
-            self.param_dtype,
-        )
-        x = x + jnp.asarray(space, self.dtype)[None, None] + jnp.asarray(time, self.dtype)[None, :, None]
+        x = x + jnp.asarray(space, self.dtype)[None, None]
+        if with_time:
+            x = x + self.time_embedding()[None, :, None]
         return x, cls_pos
+
+    def time_embedding(self) -> jax.Array:
+        """The learned temporal table [T', D], one row per time step."""
+        init = nn.with_logical_partitioning(nn.initializers.normal(0.02), ("time", "embed"))
+        return jnp.asarray(self.param("time_embedding", init, (self.grid[0], self.width), self.param_dtype), self.dtype)
 
     def prepend_class_token(self, x, name="cls_token", position=None):
         """[B, N, D] -> [B, 1 + N, D] with the learned class token (plus its `position` [D], if any)."""
@@ -176,6 +180,45 @@ class VideoViT(nn.Module):
             x = layer_norm(self.layer_norm_eps, name="ln_pre", dtype=self.dtype, param_dtype=self.param_dtype)(x)
         x = nn.Dropout(self.dropout_rate)(x, deterministic=not train)
         x = encoder_like(self, pre_norm=True, name="encoder")(x, None, not train)
+        return self.finish(x, self.num_prefix)
+
+
+class FactorisedVideoViT(VideoViT):
+    """ViViT model 2 ("factorised encoder"): videos [B, T, H, W, C] -> Encoded(tokens [B, P + T', D], mask,
+    pooled [B, D]).
+
+    A spatial transformer (`encoder`, `depth` layers, with the spatial table and class token of VideoViT) runs on
+    each time step's tubelets alone; each step is summarised by its class token (pooling='tok') or the mean of its
+    tokens ('gap'), normalized by `ln_space`; a temporal transformer (`temporal_encoder`, `temporal_depth` layers)
+    then attends across the T' summaries, which carry `time_embedding`, behind a `time_cls_token` (no position)
+    when pooling='tok'. Attention costs T' (h w)^2 + T'^2 instead of (T' h w)^2. Learned positions only.
+    """
+
+    temporal_depth: int = 4
+
+    @nn.compact
+    def __call__(self, videos, *, train: bool = False) -> Encoded:
+        if self.posemb != "learn":
+            raise ValueError(f"FactorisedVideoViT learns its positions; posemb={self.posemb!r} is not supported")
+        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        grid = self._check_videos(videos)
+        x, cls_pos = self.embed(videos, grid, with_time=False)
+        b, t = x.shape[:2]
+        x = x.reshape(b * t, -1, self.width)  # every time step is its own sequence
+        if self.num_prefix:
+            x = self.prepend_class_token(x, position=cls_pos)
+        if self.pre_norm:
+            x = layer_norm(self.layer_norm_eps, name="ln_pre", **kw)(x)
+        x = nn.Dropout(self.dropout_rate)(x, deterministic=not train)
+        x = encoder_like(self, pre_norm=True, name="encoder")(x, None, not train)
+        x = x[:, 0] if self.num_prefix else jnp.mean(x, axis=1)
+        x = layer_norm(self.layer_norm_eps, name="ln_space", **kw)(x).reshape(b, t, self.width)
+        x = x + self.time_embedding()[None]
+        if self.num_prefix:
+            x = self.prepend_class_token(x, name="time_cls_token")
+        x = encoder_like(self, num_layers=self.temporal_depth, pre_norm=True, name="temporal_encoder")(
+            x, None, not train
+        )
         return self.finish(x, self.num_prefix)
 
 

@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mmjax.encoders import TOWERS, VideoViT, ViT, build_tower, inflate_vit
+from mmjax.encoders import TOWERS, FactorisedVideoViT, VideoViT, ViT, build_tower, inflate_vit
 from mmjax.layers import TubeletEmbed, sincos_1d
 
 SIZES = dict(width=24, depth=2, num_heads=3, mlp_dim=37, patch_size=4, image_size=12)
@@ -16,7 +16,7 @@ def _video(**kw):
 
 def _perturb(params, seed, std=0.3):
     """Every parameter redrawn, so zero-initialised class tokens and biases cannot hide a mistake."""
-    leaves, treedef = jax.tree.flatten(params)
+    leaves, treedef = jax.tree.flatten(nn.meta.unbox(params))
     keys = jax.random.split(jax.random.key(seed), len(leaves))
     return jax.tree.unflatten(treedef, [std * jax.random.normal(k, x.shape) for k, x in zip(keys, leaves)])
 
@@ -119,3 +119,24 @@ def test_inflation_resizes_the_spatial_table_and_checks_the_tree():
         inflate_vit(ViT(**SIZES, pre_norm=True).init(jax.random.key(0), jnp.zeros((1, 12, 12, 3)))["params"], video)
     with pytest.raises(ValueError, match="method"):
         inflate_vit(vit_params, video, method="tile")
+
+
+@pytest.mark.parametrize("pooling", ["tok", "gap"])
+def test_factorised_encoder_attends_within_a_time_step_then_across_time(pooling):
+    model = FactorisedVideoViT(**SIZES, tubelet_size=1, num_frames=3, temporal_depth=1, pooling=pooling)
+    assert TOWERS["video_vit_factorised"] is FactorisedVideoViT
+    x = jax.random.uniform(jax.random.key(1), (2, 3, 12, 12, 3))
+    params = _perturb(model.init(jax.random.key(0), x)["params"], seed=2)
+    assert {"encoder", "temporal_encoder", "ln_space", "time_embedding"} <= set(params)
+    assert ("time_cls_token" in params) == (pooling == "tok")
+    out = model.apply({"params": params}, x)
+    prefix = int(pooling == "tok")
+    assert out.tokens.shape == (2, prefix + 3, 24) and out.pooled.shape == (2, 24)
+    # without temporal layers each time step's token is its frame's spatial summary, computed from that frame alone
+    spatial_only = model.clone(temporal_depth=0, final_norm="none")
+    summaries = spatial_only.apply({"params": params}, x).tokens
+    one_frame = spatial_only.clone(num_frames=1)
+    for i in range(3):
+        alone = {**params, "time_embedding": params["time_embedding"][i : i + 1]}
+        got = one_frame.apply({"params": alone}, x[:, i : i + 1]).tokens[:, prefix]
+        np.testing.assert_allclose(got, summaries[:, prefix + i], atol=1e-5)
