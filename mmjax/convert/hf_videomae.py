@@ -30,12 +30,10 @@ from mmjax.convert.hf_common import (
     require,
     split_overrides,
 )
-from mmjax.convert.mapping import HEADS_BIAS, HEADS_IN, HEADS_OUT, Rule, Transform, layer_norm_rules, linear_rules
+from mmjax.convert.mapping import CONV3D, HEADS_BIAS, HEADS_IN, HEADS_OUT, Rule, layer_norm_rules, linear_rules
 from mmjax.encoders.video import VideoViT
 from mmjax.models.video_classifier import VideoClassifier
 
-# torch Conv3d weight [O, I, kt, kh, kw] <-> flax Conv kernel [kt, kh, kw, I, O].
-CONV3D = Transform("conv3d", lambda w: w.transpose(2, 3, 4, 1, 0), lambda k: k.transpose(4, 3, 0, 1, 2))
 # torch's LayerNorm default, which VideoMAEForVideoClassification's fc_norm keeps whatever the config says.
 FC_NORM_EPS = 1e-5
 

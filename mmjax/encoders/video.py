@@ -7,7 +7,8 @@ FactorisedVideoViT is ViViT's model 2: a spatial transformer per time step, then
 Parameter names (stable; converters depend on them), shared with encoders.ViT wherever the meaning is the same so
 an image checkpoint maps over by name (`inflate_vit`): `embedding` (TubeletEmbed: conv kernel [t, p, p, C, D]),
 `cls_token` [D], `pos_embedding` [P + h*w, D] (the spatial table, P = 1 with a class token), `time_embedding`
-[T/t, D] (added to every token of a time step), `ln_pre`, `encoder` (layers.Encoder), `ln_post`.
+[T/t, D] (added to every token of a time step) or `spacetime_pos_embedding` [P + T/t*h*w, D], `ln_pre`,
+`encoder` (layers.Encoder), `ln_post`, `pooler` (Dense).
 FactorisedVideoViT adds `time_cls_token` [D], `temporal_encoder`, `ln_time`.
 """
 
@@ -19,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mmjax.encoders.vit import vit_variant
-from mmjax.layers import Encoded, TubeletEmbed, encoder_like, interpolate_posemb, layer_norm, sincos_1d
+from mmjax.layers import Encoded, TubeletEmbed, dense, encoder_like, interpolate_posemb, layer_norm, sincos_1d
 
 Dtype = jnp.dtype | type
 
@@ -31,10 +32,12 @@ class VideoViT(nn.Module):
 
     pooling:    'tok' (class token), 'gap' (mean of the tubelet tokens), 'none' (zeros).
     posemb:     'learn': a spatial table (image ViT layout) plus a temporal table, so a time step adds the same
-                spatial positions as an image; 'sincos': VideoMAE's fixed 1-D sinusoid over the flattened
-                tubelet sequence (the class token, if any, gets no position).
+                spatial positions as an image; 'learn_joint': one learned table over the class token and the
+                flattened tubelets (`spacetime_pos_embedding` [P + T' h w, D], Hugging Face ViViT); 'sincos':
+                VideoMAE's fixed 1-D sinusoid over the flattened tubelets (a class token gets no position).
     final_norm: 'all', 'pooled' (norm only the pooled vector: VideoMAE's fc_norm after mean pooling) or 'none'.
     post_norm_eps: epsilon of `ln_post` when it differs from the blocks' (VideoMAE's fc_norm keeps torch's 1e-5).
+    pooler:     pooled = tanh(Dense(pooled)) (`pooler`; ViViT's and BERT's pooler_output).
     key_bias:   False leaves out the attention key bias (VideoMAE has none; softmax ignores it anyway).
     interpolate_pos_embed: accept other frame sizes by resizing the learned spatial table; the number of time
                 steps must match either way.
@@ -54,6 +57,7 @@ class VideoViT(nn.Module):
     pre_norm: bool = False
     final_norm: str = "all"
     post_norm_eps: float | None = None
+    pooler: bool = False
     patch_bias: bool = True
     key_bias: bool = True
     activation: str = "gelu"
@@ -119,8 +123,10 @@ class VideoViT(nn.Module):
         if self.posemb == "sincos":
             table = sincos_1d(t * h * w, self.width).reshape(t, h * w, self.width)
             return x + jnp.asarray(table, self.dtype)[None], None
+        if self.posemb == "learn_joint":
+            return x, None  # added by the caller over the flat sequence, class token included
         if self.posemb != "learn":
-            raise ValueError(f"unknown posemb {self.posemb!r}; expected 'learn' or 'sincos'")
+            raise ValueError(f"unknown posemb {self.posemb!r}; expected 'learn', 'learn_joint' or 'sincos'")
         space = self.param(
             "pos_embedding",
             nn.with_logical_partitioning(nn.initializers.normal(0.02), (None, "embed")),
@@ -176,11 +182,19 @@ class VideoViT(nn.Module):
         x = x.reshape(x.shape[0], -1, self.width)  # joint: one sequence of (time, row, column) tokens
         if self.num_prefix:
             x = self.prepend_class_token(x, position=cls_pos)
+        if self.posemb == "learn_joint":
+            init = nn.with_logical_partitioning(nn.initializers.normal(0.02), (None, "embed"))
+            table = self.param("spacetime_pos_embedding", init, x.shape[1:], self.param_dtype)
+            x = x + jnp.asarray(table, self.dtype)[None]
         if self.pre_norm:
             x = layer_norm(self.layer_norm_eps, name="ln_pre", dtype=self.dtype, param_dtype=self.param_dtype)(x)
         x = nn.Dropout(self.dropout_rate)(x, deterministic=not train)
         x = encoder_like(self, pre_norm=True, name="encoder")(x, None, not train)
-        return self.finish(x, self.num_prefix)
+        out = self.finish(x, self.num_prefix)
+        if self.pooler:
+            kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+            out = out.replace(pooled=jnp.tanh(dense(self.width, ("embed", "mlp"), name="pooler", **kw)(out.pooled)))
+        return out
 
 
 class FactorisedVideoViT(VideoViT):
@@ -199,7 +213,9 @@ class FactorisedVideoViT(VideoViT):
     @nn.compact
     def __call__(self, videos, *, train: bool = False) -> Encoded:
         if self.posemb != "learn":
-            raise ValueError(f"FactorisedVideoViT learns its positions; posemb={self.posemb!r} is not supported")
+            raise ValueError(f"FactorisedVideoViT learns separate space and time tables; posemb={self.posemb!r}")
+        if self.pooler:
+            raise ValueError("FactorisedVideoViT has no pooler")
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         grid = self._check_videos(videos)
         x, cls_pos = self.embed(videos, grid, with_time=False)

@@ -1,4 +1,4 @@
-"""VideoMAEModel / VideoMAEForVideoClassification parity with transformers, and export back to transformers."""
+"""VideoMAE and ViViT (Model and ForVideoClassification) parity with transformers, and export back to transformers."""
 
 from __future__ import annotations
 
@@ -40,6 +40,20 @@ def tiny_videomae(cls, *, num_frames, tubelet_size, use_mean_pooling=True, seed=
     return randomize_(cls(config), seed)
 
 
+def tiny_vivit(cls, *, num_frames, tubelet_size, seed=0):
+    config = transformers.VivitConfig(
+        hidden_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=3,
+        intermediate_size=61,
+        image_size=24,
+        num_frames=num_frames,
+        tubelet_size=[tubelet_size, 8, 8],
+        num_labels=5,
+    )
+    return randomize_(cls(config), seed)
+
+
 def pixel_values(config, seed=1):
     """HF layout [B, T, C, H, W] and the same values as mmjax's NTHWC."""
     rng = np.random.default_rng(seed)
@@ -48,21 +62,27 @@ def pixel_values(config, seed=1):
 
 
 def reference(hf, px) -> dict:
-    """last_hidden_state (the classifier's from its `videomae` tower) and, for the classifier, logits."""
+    """last_hidden_state (the classifier's from its tower), the classifier's logits, VivitModel's pooler_output."""
+    px = torch.tensor(px)
     with torch.no_grad():
-        if isinstance(hf, transformers.VideoMAEForVideoClassification):
+        tower = getattr(hf, "videomae", None) or getattr(hf, "vivit", None)
+        if tower is not None:
             return {
-                "logits": hf(pixel_values=torch.tensor(px)).logits.numpy(),
-                "last_hidden_state": hf.videomae(pixel_values=torch.tensor(px)).last_hidden_state.numpy(),
+                "logits": hf(pixel_values=px).logits.numpy(),
+                "last_hidden_state": tower(px).last_hidden_state.numpy(),
             }
-        return {"last_hidden_state": hf(pixel_values=torch.tensor(px)).last_hidden_state.numpy()}
+        out = hf(pixel_values=px)
+        ref = {"last_hidden_state": out.last_hidden_state.numpy()}
+        if getattr(out, "pooler_output", None) is not None:
+            ref["pooler_output"] = out.pooler_output.numpy()
+        return ref
 
 
 def ours(model, variables, videos) -> dict:
     out = model.apply(variables, videos)
     if isinstance(model, VideoClassifier):
         return {"logits": out["logits"], "last_hidden_state": out["last_hidden_state"]}
-    return {"last_hidden_state": out.tokens}
+    return {"last_hidden_state": out.tokens, "pooler_output": out.pooled}
 
 
 CASES = [
@@ -70,12 +90,19 @@ CASES = [
     ("VideoMAEModel", "t2_f4", False),
     ("VideoMAEForVideoClassification", "t1_f3", True),
     ("VideoMAEForVideoClassification", "t2_f4", True),
+    ("VivitModel", "t1_f3", None),
+    ("VivitModel", "t2_f4", None),
+    ("VivitForVideoClassification", "t2_f4", None),
 ]
 
 
 @pytest.mark.parametrize("arch, name, mean_pooling", CASES)
-def test_videomae_matches_transformers_and_round_trips(arch, name, mean_pooling, tmp_path):
-    hf = tiny_videomae(getattr(transformers, arch), **CONFIGS[name], use_mean_pooling=mean_pooling)
+def test_video_models_match_transformers_and_round_trip(arch, name, mean_pooling, tmp_path):
+    cls = getattr(transformers, arch)
+    if arch.startswith("Vivit"):
+        hf = tiny_vivit(cls, **CONFIGS[name])
+    else:
+        hf = tiny_videomae(cls, **CONFIGS[name], use_mean_pooling=mean_pooling)
     hf.save_pretrained(tmp_path / "hf", safe_serialization=True)
     px, videos = pixel_values(hf.config)
     ref = reference(hf, px)
@@ -88,7 +115,7 @@ def test_videomae_matches_transformers_and_round_trips(arch, name, mean_pooling,
     print(f"{arch} {name}: {diffs}")
 
     save_pretrained(model, variables, tmp_path / "back")
-    back = getattr(transformers, arch).from_pretrained(tmp_path / "back").eval()
+    back = cls.from_pretrained(tmp_path / "back").eval()
     assert_parity(reference(back, px), ref, atol=1e-6)
 
 
@@ -115,3 +142,16 @@ def test_export_refuses_what_videomae_cannot_represent(tmp_path):
         save_pretrained(vit, variables, tmp_path)
     with pytest.raises(ValueError, match=r"VideoViT.pooling='tok'"):
         save_pretrained(vit.clone(posemb="sincos"), variables, tmp_path)
+
+
+def test_vivit_in_memory_names_load(tmp_path):
+    """transformers 5 writes ViViT files in the older `encoder.layer.{i}.attention.attention.*` layout; a state
+    dict taken from memory (`layers.{i}.attention.q_proj`, `.mlp.fc1`, ...) loads too."""
+    hf = tiny_vivit(transformers.VivitModel, **CONFIGS["t2_f4"])
+    hf.save_pretrained(tmp_path, safe_serialization=True)
+    state = {k: v.numpy() for k, v in hf.state_dict().items()}
+    assert any(".q_proj." in k for k in state)
+    save_file(state, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    model, variables = load_pretrained(tmp_path)
+    px, videos = pixel_values(hf.config)
+    assert_parity(ours(model, variables, videos), reference(hf, px))
