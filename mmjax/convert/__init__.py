@@ -18,7 +18,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mmjax.convert import hf_bert, hf_clip, hf_siglip, hf_videomae, hf_visualbert, hf_vivit, openclip
+from mmjax.convert import hf_bert, hf_clip, hf_siglip, hf_timesformer, hf_videomae, hf_visualbert, hf_vivit, openclip
 from mmjax.convert.hf_common import HFConverter
 from mmjax.convert.mapping import (
     CheckpointMismatchError,
@@ -42,6 +42,7 @@ ARCHITECTURES: dict[str, HFConverter] = {
         *hf_visualbert.CONVERTERS,
         *hf_videomae.CONVERTERS,
         *hf_vivit.CONVERTERS,
+        *hf_timesformer.CONVERTERS,
     )
 }
 
@@ -91,7 +92,8 @@ def load_pretrained(
     **model_overrides,
 ) -> tuple[nn.Module, dict]:
     """Load a Hugging Face `save_pretrained` directory (any class in ARCHITECTURES: CLIPModel, SiglipModel and its
-    towers, BertModel, VisualBERT, VideoMAE and ViViT with their video classifiers) or an open_clip checkpoint
+    towers, BertModel, VisualBERT, VideoMAE, ViViT and TimeSformer with their video
+    classifiers) or an open_clip checkpoint
     into an mmjax model.
 
     path:            directory with config.json and model.safetensors (or an index + shards); or with

@@ -27,12 +27,9 @@ from mmjax.convert.hf_common import (
     require,
     split_overrides,
 )
-from mmjax.convert.mapping import CONV3D, Rule, Transform, attention_rules, layer_norm_rules, linear_rules
+from mmjax.convert.mapping import CONV3D, LEADING_ONE, Rule, attention_rules, layer_norm_rules, linear_rules
 from mmjax.encoders.video import VideoViT
 from mmjax.models.video_classifier import VideoClassifier
-
-# A [D] / [N, D] parameter stored with leading singleton axes ([1, 1, D] / [1, N, D]).
-LEADING_ONE = Transform("leading_one", lambda x: x, lambda x: x.reshape(1, *((1,) if x.ndim == 1 else ()), *x.shape))
 
 
 def layer_rules(hf: str, mm: str) -> list[Rule]:

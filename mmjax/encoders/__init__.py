@@ -10,7 +10,7 @@ import flax.linen as nn
 from mmjax.encoders.regions import RegionEmbeddings, RegionEncoder
 from mmjax.encoders.resnet import RESNET_DEPTHS, ResNet
 from mmjax.encoders.text import Bert, BertEmbeddings, TextTransformer
-from mmjax.encoders.video import FactorisedVideoViT, VideoViT, inflate_vit
+from mmjax.encoders.video import DividedVideoViT, FactorisedVideoViT, VideoViT, inflate_vit
 from mmjax.encoders.vit import VIT_SIZES, ViT, vit_variant
 
 TOWERS: dict[str, type[nn.Module]] = {
@@ -21,6 +21,7 @@ TOWERS: dict[str, type[nn.Module]] = {
     "regions": RegionEncoder,
     "video_vit": VideoViT,
     "video_vit_factorised": FactorisedVideoViT,
+    "video_vit_divided": DividedVideoViT,
 }
 
 
@@ -43,6 +44,7 @@ __all__ = [
     "VIT_SIZES",
     "Bert",
     "BertEmbeddings",
+    "DividedVideoViT",
     "FactorisedVideoViT",
     "RegionEmbeddings",
     "RegionEncoder",

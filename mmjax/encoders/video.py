@@ -3,6 +3,7 @@
 VideoViT is ViViT's model 1 ("joint space-time", Arnab et al. 2021) and VideoMAE's encoder: a 3-D patch (a
 tubelet of t frames x p x p pixels) becomes one token and one transformer attends over every space-time token.
 FactorisedVideoViT is ViViT's model 2: a spatial transformer per time step, then a temporal one.
+DividedVideoViT is TimeSformer: every layer attends across time, then within each time step.
 
 Parameter names (stable; converters depend on them), shared with encoders.ViT wherever the meaning is the same so
 an image checkpoint maps over by name (`inflate_vit`): `embedding` (TubeletEmbed: conv kernel [t, p, p, C, D]),
@@ -20,7 +21,17 @@ import jax.numpy as jnp
 import numpy as np
 
 from mmjax.encoders.vit import vit_variant
-from mmjax.layers import Encoded, TubeletEmbed, dense, encoder_like, interpolate_posemb, layer_norm, sincos_1d
+from mmjax.layers import (
+    Encoded,
+    Mlp,
+    MultiHeadAttention,
+    TubeletEmbed,
+    dense,
+    encoder_like,
+    interpolate_posemb,
+    layer_norm,
+    sincos_1d,
+)
 
 Dtype = jnp.dtype | type
 
@@ -236,6 +247,105 @@ class FactorisedVideoViT(VideoViT):
             x, None, not train
         )
         return self.finish(x, self.num_prefix)
+
+
+class DividedBlock(nn.Module):
+    """TimeSformer's divided space-time layer: [B, P + T'*N, D] (time-major tokens) -> the same shape.
+
+    Each spatial position first attends across time (`ln_time`, `temporal_attn`, then `temporal_out`, the extra
+    projection TimeSformer adds), then each time step attends within itself (`ln_1`, `attn`) with its own copy of
+    the class token, whose T' outputs are averaged; then the MLP (`ln_2`, `mlp`). `ln_1`, `attn`, `ln_2`, `mlp`
+    are named as in layers.Block, so an image ViT's blocks map onto the spatial half.
+    """
+
+    num_heads: int
+    mlp_dim: int
+    time_steps: int
+    num_prefix: int = 1
+    activation: str = "gelu"
+    layer_norm_eps: float = 1e-6
+    dropout_rate: float = 0.0
+    attention_dropout_rate: float = 0.0
+    attention_impl: str | None = None
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, deterministic: bool = True):
+        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        attn = dict(dropout_rate=self.attention_dropout_rate, implementation=self.attention_impl, **kw)
+        drop = nn.Dropout(self.dropout_rate, deterministic=deterministic)
+        b, _, d = x.shape
+        t, p = self.time_steps, self.num_prefix
+        cls, patches = x[:, :p], x[:, p:]
+        n = patches.shape[1] // t
+        # time: one sequence of T' tokens per spatial position
+        h = patches.reshape(b, t, n, d).transpose(0, 2, 1, 3).reshape(b * n, t, d)
+        h = layer_norm(self.layer_norm_eps, name="ln_time", **kw)(h)
+        h = MultiHeadAttention(self.num_heads, name="temporal_attn", **attn)(h, deterministic=deterministic)
+        h = dense(d, ("embed", "embed"), name="temporal_out", **kw)(h)
+        patches = patches + drop(h.reshape(b, n, t, d).transpose(0, 2, 1, 3).reshape(b, t * n, d))
+        # space: one sequence per time step, each with a copy of the class token
+        s = patches.reshape(b * t, n, d)
+        if p:
+            s = jnp.concatenate([jnp.repeat(cls, t, axis=0), s], axis=1)
+        s = layer_norm(self.layer_norm_eps, name="ln_1", **kw)(s)
+        s = MultiHeadAttention(self.num_heads, name="attn", **attn)(s, deterministic=deterministic)
+        cls_update = s[:, :p].reshape(b, t, p, d).mean(axis=1)
+        x = jnp.concatenate([cls + drop(cls_update), patches + drop(s[:, p:].reshape(b, t * n, d))], axis=1)
+        mlp = Mlp(self.mlp_dim, self.activation, self.dropout_rate, name="mlp", **kw)
+        return x + drop(mlp(layer_norm(self.layer_norm_eps, name="ln_2", **kw)(x), deterministic=deterministic))
+
+
+class DividedVideoViT(VideoViT):
+    """TimeSformer ("divided space-time attention", Bertasius et al. 2021): videos [B, T, H, W, C] ->
+    Encoded(tokens [B, P + T' h w, D] in (time, row, column) order, mask, pooled [B, D]).
+
+    VideoViT's embeddings (spatial `pos_embedding` with the class row, `time_embedding`) and `depth` DividedBlocks
+    under `encoder/layer_{i}`. Attention costs T' N^2 + N T'^2 instead of (T' N)^2. No scan or remat.
+    """
+
+    @nn.compact
+    def __call__(self, videos, *, train: bool = False) -> Encoded:
+        if self.posemb != "learn" or self.scan or self.remat or self.pooler:
+            raise ValueError("DividedVideoViT needs posemb='learn' and has no scan, remat or pooler")
+        grid = self._check_videos(videos)
+        x, cls_pos = self.embed(videos, grid)
+        x = x.reshape(x.shape[0], -1, self.width)
+        if self.num_prefix:
+            x = self.prepend_class_token(x, position=cls_pos)
+        if self.pre_norm:
+            x = layer_norm(self.layer_norm_eps, name="ln_pre", dtype=self.dtype, param_dtype=self.param_dtype)(x)
+        x = nn.Dropout(self.dropout_rate)(x, deterministic=not train)
+        block = dict(
+            num_heads=self.num_heads,
+            mlp_dim=self.mlp_dim or 4 * self.width,
+            time_steps=grid[0],
+            num_prefix=self.num_prefix,
+            activation=self.activation,
+            layer_norm_eps=self.layer_norm_eps,
+            dropout_rate=self.dropout_rate,
+            attention_dropout_rate=self.attention_dropout_rate,
+            attention_impl=self.attention_impl,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+        )
+        x = x.astype(self.dtype)
+        x = _DividedEncoder(self.depth, block, name="encoder")(x, not train)
+        return self.finish(x, self.num_prefix)
+
+
+class _DividedEncoder(nn.Module):
+    """`num_layers` DividedBlocks named layer_{i}, the names layers.Encoder uses."""
+
+    num_layers: int
+    block: dict
+
+    @nn.compact
+    def __call__(self, x, deterministic: bool = True):
+        for i in range(self.num_layers):
+            x = DividedBlock(name=f"layer_{i}", **self.block)(x, deterministic)
+        return x
 
 
 def inflate_vit(vit_params, video: VideoViT, *, method: str = "central") -> dict:

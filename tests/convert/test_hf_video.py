@@ -1,4 +1,4 @@
-"""VideoMAE and ViViT (Model and ForVideoClassification) parity with transformers, and export back to transformers."""
+"""VideoMAE, ViViT and TimeSformer (Model and ForVideoClassification) parity with transformers, and export back."""
 
 from __future__ import annotations
 
@@ -13,11 +13,11 @@ from hf_oracle import assert_parity, randomize_  # noqa: E402
 from safetensors.numpy import load_file, save_file  # noqa: E402
 
 from mmjax.convert import load_pretrained, save_pretrained  # noqa: E402
-from mmjax.encoders import VideoViT  # noqa: E402
+from mmjax.encoders import DividedVideoViT, VideoViT  # noqa: E402
 from mmjax.models import VideoClassifier  # noqa: E402
 
 # Odd sizes: width 48 in 3 heads, MLP 61, 24 px frames in 8 px patches (9 per frame), 3 frames in tubelets of 1
-# (27 tokens) or 4 frames in tubelets of 2 (18 tokens), 5 classes.
+# (27 tokens) or 4 frames in tubelets of 2 (18 tokens), 5 classes. TimeSformer embeds every frame (tubelet 1).
 CONFIGS = {
     "t1_f3": dict(num_frames=3, tubelet_size=1),
     "t2_f4": dict(num_frames=4, tubelet_size=2),
@@ -54,6 +54,27 @@ def tiny_vivit(cls, *, num_frames, tubelet_size, seed=0):
     return randomize_(cls(config), seed)
 
 
+def tiny_timesformer(cls, *, num_frames, seed=0, **_):
+    config = transformers.TimesformerConfig(
+        hidden_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=3,
+        intermediate_size=61,
+        image_size=24,
+        patch_size=8,
+        num_frames=num_frames,
+        num_labels=5,
+    )
+    return randomize_(cls(config), seed)
+
+
+def time_major(tokens, num_frames):
+    """TimeSformer's (row, column, time) patch order -> mmjax's (time, row, column), class token first."""
+    b, n, d = tokens.shape
+    patches = tokens[:, 1:].reshape(b, (n - 1) // num_frames, num_frames, d).transpose(0, 2, 1, 3)
+    return np.concatenate([tokens[:, :1], patches.reshape(b, n - 1, d)], axis=1)
+
+
 def pixel_values(config, seed=1):
     """HF layout [B, T, C, H, W] and the same values as mmjax's NTHWC."""
     rng = np.random.default_rng(seed)
@@ -62,18 +83,18 @@ def pixel_values(config, seed=1):
 
 
 def reference(hf, px) -> dict:
-    """last_hidden_state (the classifier's from its tower), the classifier's logits, VivitModel's pooler_output."""
+    """last_hidden_state (the classifier's from its tower, TimeSformer's reordered to time-major), the classifier's
+    logits, VivitModel's pooler_output."""
     px = torch.tensor(px)
     with torch.no_grad():
-        tower = getattr(hf, "videomae", None) or getattr(hf, "vivit", None)
-        if tower is not None:
-            return {
-                "logits": hf(pixel_values=px).logits.numpy(),
-                "last_hidden_state": tower(px).last_hidden_state.numpy(),
-            }
-        out = hf(pixel_values=px)
+        tower = getattr(hf, "videomae", None) or getattr(hf, "vivit", None) or getattr(hf, "timesformer", None)
+        out = (tower or hf)(pixel_values=px)
         ref = {"last_hidden_state": out.last_hidden_state.numpy()}
-        if getattr(out, "pooler_output", None) is not None:
+        if hf.config.model_type == "timesformer":
+            ref["last_hidden_state"] = time_major(ref["last_hidden_state"], hf.config.num_frames)
+        if tower is not None:
+            ref["logits"] = hf(pixel_values=px).logits.numpy()
+        elif getattr(out, "pooler_output", None) is not None:
             ref["pooler_output"] = out.pooler_output.numpy()
         return ref
 
@@ -93,6 +114,8 @@ CASES = [
     ("VivitModel", "t1_f3", None),
     ("VivitModel", "t2_f4", None),
     ("VivitForVideoClassification", "t2_f4", None),
+    ("TimesformerModel", "t1_f3", None),
+    ("TimesformerForVideoClassification", "t2_f4", None),
 ]
 
 
@@ -101,6 +124,8 @@ def test_video_models_match_transformers_and_round_trip(arch, name, mean_pooling
     cls = getattr(transformers, arch)
     if arch.startswith("Vivit"):
         hf = tiny_vivit(cls, **CONFIGS[name])
+    elif arch.startswith("Timesformer"):
+        hf = tiny_timesformer(cls, **CONFIGS[name])
     else:
         hf = tiny_videomae(cls, **CONFIGS[name], use_mean_pooling=mean_pooling)
     hf.save_pretrained(tmp_path / "hf", safe_serialization=True)
@@ -110,6 +135,7 @@ def test_video_models_match_transformers_and_round_trip(arch, name, mean_pooling
 
     model, variables = load_pretrained(tmp_path / "hf")
     assert isinstance(model, VideoClassifier if arch.endswith("Classification") else VideoViT)
+    assert isinstance(getattr(model, "tower", model), DividedVideoViT) == arch.startswith("Timesformer")
     got = ours(model, variables, videos)
     diffs = assert_parity(got, ref)
     print(f"{arch} {name}: {diffs}")

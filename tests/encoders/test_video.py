@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mmjax.encoders import TOWERS, FactorisedVideoViT, VideoViT, ViT, build_tower, inflate_vit
+from mmjax.encoders import TOWERS, DividedVideoViT, FactorisedVideoViT, VideoViT, ViT, build_tower, inflate_vit
 from mmjax.layers import TubeletEmbed, sincos_1d
 
 SIZES = dict(width=24, depth=2, num_heads=3, mlp_dim=37, patch_size=4, image_size=12)
@@ -140,3 +140,17 @@ def test_factorised_encoder_attends_within_a_time_step_then_across_time(pooling)
         alone = {**params, "time_embedding": params["time_embedding"][i : i + 1]}
         got = one_frame.apply({"params": alone}, x[:, i : i + 1]).tokens[:, prefix]
         np.testing.assert_allclose(got, summaries[:, prefix + i], atol=1e-5)
+
+
+def test_divided_space_time_attends_across_time_then_within_a_step():
+    model = DividedVideoViT(**SIZES, tubelet_size=1, num_frames=3)
+    assert TOWERS["video_vit_divided"] is DividedVideoViT
+    x = jax.random.uniform(jax.random.key(1), (2, 3, 12, 12, 3))
+    params = _perturb(model.init(jax.random.key(0), x)["params"], seed=2)
+    layer = params["encoder"]["layer_0"]
+    assert {"ln_time", "temporal_attn", "temporal_out", "ln_1", "attn", "ln_2", "mlp"} == set(layer)
+    out = model.apply({"params": params}, x)
+    assert out.tokens.shape == (2, 1 + 27, 24)
+    # frame 1's tokens see frame 3 (through the temporal attention); parity with transformers is in tests/convert
+    changed = model.apply({"params": params}, x.at[:, 2].set(0.0))
+    assert not np.allclose(out.tokens[:, 1:10], changed.tokens[:, 1:10])
