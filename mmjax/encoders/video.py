@@ -354,7 +354,8 @@ def inflate_vit(vit_params, video: VideoViT, *, method: str = "central") -> dict
     The 2-D patch kernel [p, p, C, D] becomes a tubelet kernel [t, p, p, C, D]: 'central' puts it on the central
     frame with zeros elsewhere (a still clip then embeds exactly as its frame does), 'average' puts kernel / t on
     every frame (the same on a still clip, and it sees every frame). The spatial table is resized bicubically
-    when the frame grid differs; the temporal table is zero, so every time step adds the image's positions. The
+    when the frame grid differs; the temporal table is zero (posemb='learn'), or the spatial rows are tiled over
+    time (posemb='learn_joint'), so every time step adds the image's positions. The
     class token, encoder and norms are copied. Because attention over T' identical copies of a token set splits
     its weights evenly, a still clip reproduces the image ViT's tokens whenever there is one time step or no
     class token; a single class token beside T' > 1 copies gets 1/T' of its image weight (see the tests).
@@ -372,16 +373,22 @@ def inflate_vit(vit_params, video: VideoViT, *, method: str = "central") -> dict
     else:
         tubelet[:] = kernel / video.tubelet_size
     params["embedding"] = {"conv": {**params["embedding"]["conv"], "kernel": tubelet}}
-    if video.posemb == "learn":
-        table = params["pos_embedding"]
-        prefix = video.num_prefix
+    prefix = video.num_prefix
+    if video.posemb in ("learn", "learn_joint"):
+        if "pos_embedding" not in params:
+            raise ValueError("the image ViT has no learned position table (pos_embedding) to inflate")
+        table = params.pop("pos_embedding")
         side = int(round((table.shape[0] - prefix) ** 0.5))
         if side * side != table.shape[0] - prefix:
             raise ValueError(f"image position table of {table.shape[0]} rows is not {prefix} + a square grid")
-        params["pos_embedding"] = np.asarray(interpolate_posemb(table, (side, side), (h, w), prefix))
-        params["time_embedding"] = np.zeros((t, table.shape[1]), table.dtype)
+        space = np.asarray(interpolate_posemb(table, (side, side), (h, w), prefix))
+        if video.posemb == "learn":
+            params["pos_embedding"] = space
+            params["time_embedding"] = np.zeros((t, table.shape[1]), table.dtype)
+        else:  # one table over every token: the spatial rows tiled over time, the class row once
+            params["spacetime_pos_embedding"] = np.concatenate([space[:prefix], np.tile(space[prefix:], (t, 1))])
     else:
-        params.pop("pos_embedding", None)
+        params.pop("pos_embedding", None)  # posemb='sincos': the video model's positions are fixed
     expected = jax.eval_shape(
         lambda: video.init(
             jax.random.key(0), jnp.zeros((1, video.num_frames, video.image_size, video.image_size, video.channels))

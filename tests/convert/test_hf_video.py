@@ -181,3 +181,17 @@ def test_vivit_in_memory_names_load(tmp_path):
     model, variables = load_pretrained(tmp_path)
     px, videos = pixel_values(hf.config)
     assert_parity(ours(model, variables, videos), reference(hf, px))
+
+
+def test_scanned_load_and_save(tmp_path):
+    """scan=True stacks the layers (one compiled block); the rule tables are written unscanned and still apply."""
+    hf = tiny_vivit(transformers.VivitForVideoClassification, **CONFIGS["t1_f3"])
+    hf.save_pretrained(tmp_path / "hf", safe_serialization=True)
+    model, variables = load_pretrained(tmp_path / "hf", scan=True)
+    assert "layers" in variables["params"]["tower"]["encoder"]
+    px, videos = pixel_values(hf.config)
+    ref = reference(hf, px)
+    assert_parity(ours(model, variables, videos), ref)
+    save_pretrained(model, variables, tmp_path / "back")
+    back = transformers.VivitForVideoClassification.from_pretrained(tmp_path / "back").eval()
+    assert_parity(reference(back, px), ref, atol=1e-6)
