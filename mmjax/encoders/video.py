@@ -148,10 +148,10 @@ class VideoViT(nn.Module):
         space = interpolate_posemb(space, self.grid[1:], (h, w), self.num_prefix)[self.num_prefix :]
         x = x + jnp.asarray(space, self.dtype)[None, None]
         if with_time:
-            x = x + self.time_embedding()[None, :, None]
+            x = x + self.time_table()[None, :, None]
         return x, cls_pos
 
-    def time_embedding(self) -> jax.Array:
+    def time_table(self) -> jax.Array:
         """The learned temporal table [T', D], one row per time step."""
         init = nn.with_logical_partitioning(nn.initializers.normal(0.02), ("time", "embed"))
         return jnp.asarray(self.param("time_embedding", init, (self.grid[0], self.width), self.param_dtype), self.dtype)
@@ -165,11 +165,11 @@ class VideoViT(nn.Module):
         cls = jnp.broadcast_to(jnp.asarray(cls, self.dtype), (x.shape[0], 1, self.width))
         return jnp.concatenate([cls, x], axis=1)
 
-    def finish(self, x, prefix: int, ln_name: str = "ln_post") -> Encoded:
+    def finish(self, x, prefix: int) -> Encoded:
         """Final norm and pooling shared by the video towers: [B, P + N, D] -> Encoded."""
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         eps = self.layer_norm_eps if self.post_norm_eps is None else self.post_norm_eps
-        ln_post = layer_norm(eps, name=ln_name, **kw) if self.final_norm != "none" else None
+        ln_post = layer_norm(eps, name="ln_post", **kw) if self.final_norm != "none" else None
         if self.final_norm not in ("all", "pooled", "none"):
             raise ValueError(f"unknown final_norm {self.final_norm!r}; expected 'all', 'pooled' or 'none'")
         if self.final_norm == "all":
@@ -240,7 +240,7 @@ class FactorisedVideoViT(VideoViT):
         x = encoder_like(self, pre_norm=True, name="encoder")(x, None, not train)
         x = x[:, 0] if self.num_prefix else jnp.mean(x, axis=1)
         x = layer_norm(self.layer_norm_eps, name="ln_space", **kw)(x).reshape(b, t, self.width)
-        x = x + self.time_embedding()[None]
+        x = x + self.time_table()[None]
         if self.num_prefix:
             x = self.prepend_class_token(x, name="time_cls_token")
         x = encoder_like(self, num_layers=self.temporal_depth, pre_norm=True, name="temporal_encoder")(

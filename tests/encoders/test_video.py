@@ -76,9 +76,17 @@ def _image_and_still_clip(frames):
     return frame, jnp.repeat(frame[:, None], frames, axis=1)
 
 
-@pytest.mark.parametrize("posemb", ["learn", "learn_joint"])
-@pytest.mark.parametrize("method", ["central", "average"])
-@pytest.mark.parametrize("pooling", ["tok", "gap"])
+@pytest.mark.parametrize(
+    "method, pooling, posemb",
+    [
+        ("central", "tok", "learn"),
+        ("average", "tok", "learn"),
+        ("central", "gap", "learn"),
+        ("average", "gap", "learn"),
+        ("average", "tok", "learn_joint"),
+        ("central", "gap", "learn_joint"),
+    ],
+)
 def test_inflated_vit_on_a_still_clip_reproduces_the_image_vit(method, pooling, posemb):
     """One time step (2 frames, tubelet 2) with a class token, and 3 time steps (6 frames) for mean pooling:
     the video tokens are T' exact copies of the image's, so joint attention returns the image ViT's outputs."""
@@ -86,14 +94,13 @@ def test_inflated_vit_on_a_still_clip_reproduces_the_image_vit(method, pooling, 
     frame, _ = _image_and_still_clip(1)
     vit_params = _perturb(vit.init(jax.random.key(0), frame)["params"], seed=1)
     want = vit.apply({"params": vit_params}, frame)
-    for frames in (2, 6):
+    # one class token beside several time steps is not exact: see the next test
+    for frames in (2,) if pooling == "tok" else (2, 6):
         video = _video(pooling=pooling, pre_norm=True, num_frames=frames, posemb=posemb)
         params = inflate_vit(vit_params, video, method=method)
         if posemb == "learn":
             np.testing.assert_array_equal(params["time_embedding"], 0.0)
         got = video.apply({"params": params}, _image_and_still_clip(frames)[1])
-        if pooling == "tok" and frames > 2:
-            continue  # one class token beside several copies: see the next test
         np.testing.assert_allclose(got.pooled, want.pooled, atol=1e-5)
         copies = got.tokens[:, video.num_prefix :].reshape(2, frames // 2, 9, -1)
         np.testing.assert_allclose(copies, jnp.broadcast_to(want.tokens[:, None, -9:], copies.shape), atol=1e-5)
