@@ -5,7 +5,7 @@ framework globals. Pretrained Hugging Face directories load with `mmjax.load_pre
 """
 
 from mmjax.convert import load_pretrained, save_pretrained
-from mmjax.encoders import AST, Bert, ResNet, TextTransformer, ViT, build_tower
+from mmjax.encoders import AST, Bert, ResNet, TextTransformer, VideoViT, ViT, build_tower, inflate_vit
 from mmjax.layers import Encoded
 from mmjax.models import CLIP, ASTForAudioClassification, ASTModel, BertModel, Captioner, Classifier, VisualBertModel
 
@@ -23,10 +23,12 @@ __all__ = [
     "Encoded",
     "ResNet",
     "TextTransformer",
+    "VideoViT",
     "ViT",
     "VisualBertModel",
     "__version__",
     "build_tower",
+    "inflate_vit",
     "load_pretrained",
     "save_pretrained",
 ]

@@ -18,7 +18,18 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mmjax.convert import hf_ast, hf_bert, hf_clip, hf_siglip, hf_visualbert, hf_whisper, openclip
+from mmjax.convert import (
+    hf_ast,
+    hf_bert,
+    hf_clip,
+    hf_siglip,
+    hf_timesformer,
+    hf_videomae,
+    hf_visualbert,
+    hf_vivit,
+    hf_whisper,
+    openclip,
+)
 from mmjax.convert.hf_common import HFConverter
 from mmjax.convert.mapping import (
     CheckpointMismatchError,
@@ -42,6 +53,9 @@ ARCHITECTURES: dict[str, HFConverter] = {
         *hf_visualbert.CONVERTERS,
         *hf_ast.CONVERTERS,
         *hf_whisper.CONVERTERS,
+        *hf_videomae.CONVERTERS,
+        *hf_vivit.CONVERTERS,
+        *hf_timesformer.CONVERTERS,
     )
 }
 
@@ -92,7 +106,8 @@ def load_pretrained(
 ) -> tuple[nn.Module, dict]:
     """Load a Hugging Face `save_pretrained` directory (any class in ARCHITECTURES: CLIPModel, SiglipModel and its
     towers, BertModel, VisualBERT, ASTModel / ASTForAudioClassification, the encoder of
-    WhisperModel / WhisperForConditionalGeneration) or an open_clip checkpoint into an mmjax model.
+    WhisperModel / WhisperForConditionalGeneration, VideoMAE, ViViT and TimeSformer with their video
+    classifiers) or an open_clip checkpoint into an mmjax model.
 
     path:            directory with config.json and model.safetensors (or an index + shards); or with
                      open_clip_config.json and open_clip_model.safetensors (or one *.safetensors file).

@@ -51,6 +51,12 @@ HEADS_BIAS = Transform("heads_bias", lambda b: b, lambda b: b.reshape(-1))
 HEADS_OUT = Transform("heads_out", lambda w: w.T, lambda k: k.reshape(-1, k.shape[-1]).T)
 # torch Conv2d weight [O, I, kh, kw] <-> flax Conv kernel [kh, kw, I, O].
 CONV = Transform("conv", lambda w: w.transpose(2, 3, 1, 0), lambda k: k.transpose(3, 2, 0, 1))
+# torch Conv3d weight [O, I, kt, kh, kw] <-> flax Conv kernel [kt, kh, kw, I, O] (video tubelets).
+CONV3D = Transform("conv3d", lambda w: w.transpose(2, 3, 4, 1, 0), lambda k: k.transpose(4, 3, 0, 1, 2))
+# torch Conv2d weight [O, I, kh, kw] <-> a one-frame tubelet kernel [1, kh, kw, I, O] (per-frame patches).
+CONV_FRAME = Transform("conv_frame", CONV.to_mm, lambda k: CONV.to_hf(k.reshape(k.shape[1:])))
+# A [D] / [N, D] parameter stored with leading singleton axes ([1, 1, D] / [1, N, D]).
+LEADING_ONE = Transform("leading_one", lambda x: x, lambda x: x.reshape((1,) * (3 - x.ndim) + x.shape))
 # A scalar stored as a one-element vector (SigLIP's logit_scale / logit_bias are [1]) <-> a 0-d parameter.
 ONE_ELEMENT = Transform("one_element", lambda x: x, lambda x: x.reshape(1))
 

@@ -20,6 +20,7 @@ from mmjax.encoders.frames import FrameViT
 from mmjax.encoders.regions import RegionEmbeddings, RegionEncoder
 from mmjax.encoders.resnet import RESNET_DEPTHS, ResNet
 from mmjax.encoders.text import Bert, BertEmbeddings, TextTransformer
+from mmjax.encoders.video import DividedVideoViT, FactorisedVideoViT, VideoViT, inflate_vit
 from mmjax.encoders.vit import VIT_SIZES, ViT, vit_variant
 
 TOWERS: dict[str, type[nn.Module]] = {
@@ -31,6 +32,9 @@ TOWERS: dict[str, type[nn.Module]] = {
     "whisper": WhisperEncoder,
     "regions": RegionEncoder,
     "frame_vit": FrameViT,
+    "video_vit": VideoViT,
+    "video_vit_factorised": FactorisedVideoViT,
+    "video_vit_divided": DividedVideoViT,
 }
 
 
@@ -58,16 +62,20 @@ __all__ = [
     "BertEmbeddings",
     "FrameViT",
     "LogMelConfig",
+    "DividedVideoViT",
+    "FactorisedVideoViT",
     "RegionEmbeddings",
     "RegionEncoder",
     "ResNet",
     "TextTransformer",
+    "VideoViT",
     "ViT",
     "ast_features",
     "WhisperEncoder",
     "ast_from_vit",
     "build_tower",
     "log_mel",
+    "inflate_vit",
     "vit_variant",
     "whisper_features",
 ]

@@ -281,6 +281,6 @@ class WhisperEncoder(nn.Module):
         )
         x = x + jnp.asarray(table[:length], self.dtype)[None]
         x = nn.Dropout(self.dropout_rate)(x, deterministic=not train)
-        x = encoder_like(self, pre_norm=True, attention_key_bias=False, name="encoder")(x, None, not train)
+        x = encoder_like(self, pre_norm=True, key_bias=False, name="encoder")(x, None, not train)
         x = layer_norm(self.layer_norm_eps, name="ln_post", **kw)(x)
         return Encoded(tokens=x, mask=jnp.ones(x.shape[:2], bool), pooled=jnp.mean(x, axis=1))

@@ -6,8 +6,10 @@ from mmjax.layers.embed import (
     PatchEmbed,
     PositionEmbed,
     TokenEmbed,
+    TubeletEmbed,
     TypeEmbed,
     interpolate_posemb,
+    sincos_1d,
     sincos_2d,
 )
 from mmjax.layers.encoded import Encoded, masked_mean
@@ -37,6 +39,7 @@ __all__ = [
     "PatchEmbed",
     "PositionEmbed",
     "TokenEmbed",
+    "TubeletEmbed",
     "TypeEmbed",
     "causal_mask",
     "combine_masks",
@@ -47,5 +50,6 @@ __all__ = [
     "layer_norm",
     "masked_mean",
     "padding_mask",
+    "sincos_1d",
     "sincos_2d",
 ]

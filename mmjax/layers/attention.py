@@ -1,7 +1,7 @@
 """Multi-head attention (self and cross) with padding and causal masks.
 
 Parameter names (stable; converters depend on them): `query`, `key`, `value` with kernel [embed, heads, kv] and
-bias [heads, kv]; `out` with kernel [heads, kv, embed] and bias [embed].
+bias [heads, kv] (none on `key` when key_bias=False); `out` with kernel [heads, kv, embed] and bias [embed].
 """
 
 from __future__ import annotations
@@ -212,8 +212,8 @@ class MultiHeadAttention(nn.Module):
     head_dim: int | None = None
     out_features: int | None = None
     use_bias: bool = True
-    # Whisper's k_proj has no bias. A key bias only adds q.b to every score of a query's row, which the softmax
-    # ignores, so this changes the parameter tree (for converters), never the outputs.
+    # False drops only the key bias (VideoMAE, BEiT, data2vec): it adds q.b_k, the same logit for every key of a
+    # query, so softmax cancels it; those checkpoints store none, and a parameter nothing can train is left out.
     key_bias: bool = True
     dropout_rate: float = 0.0
     implementation: str | None = None  # forwarded to jax.nn.dot_product_attention ('xla', 'cudnn', None=auto)
@@ -228,18 +228,18 @@ class MultiHeadAttention(nn.Module):
             raise ValueError(f"width {features} is not divisible by num_heads {self.num_heads}")
         head_dim = self.head_dim or features // self.num_heads
 
-        def proj(name):
+        def proj(name, use_bias=self.use_bias):
             return HeadProjection(
                 self.num_heads,
                 head_dim,
-                use_bias=self.use_bias and (name != "key" or self.key_bias),
+                use_bias=use_bias,
                 dtype=self.dtype,
                 param_dtype=self.param_dtype,
                 name=name,
             )
 
         q = proj("query")(inputs_q)
-        k = proj("key")(inputs_kv)
+        k = proj("key", self.use_bias and self.key_bias)(inputs_kv)
         v = proj("value")(inputs_kv)
         q = nn.with_logical_constraint(q, ("batch", "length", "heads", "kv"))
         k = nn.with_logical_constraint(k, ("batch", "length", "heads", "kv"))

@@ -1,6 +1,7 @@
 """Patch, token, position and type embeddings, and position-embedding interpolation.
 
-Parameter names: PatchEmbed `conv` (kernel [p, p, C, embed]); TokenEmbed `embedding` [vocab, embed];
+Parameter names: PatchEmbed `conv` (kernel [p, p, C, embed]); TubeletEmbed `conv` (kernel [t, p, p, C, embed]);
+TokenEmbed `embedding` [vocab, embed];
 PositionEmbed `embedding` [length, embed]; TypeEmbed `embedding` [types, embed].
 """
 
@@ -47,6 +48,38 @@ class PatchEmbed(nn.Module):
         )(images)
         b, h, w, d = x.shape
         return x.reshape(b, h * w, d)
+
+
+class TubeletEmbed(nn.Module):
+    """Videos [B, T, H, W, C] -> tubelet tokens [B, T/t, H/p * W/p, D] via a 3-D convolution with kernel = stride
+    = (t, p, p). Tokens stay grouped by time so callers choose how to flatten (joint) or split (factorised)."""
+
+    width: int
+    patch_size: int
+    tubelet_size: int
+    use_bias: bool = True
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, videos):
+        size = (self.tubelet_size, self.patch_size, self.patch_size)
+        x = nn.Conv(
+            self.width,
+            size,
+            strides=size,
+            padding="VALID",
+            use_bias=self.use_bias,
+            kernel_init=nn.with_logical_partitioning(
+                nn.initializers.lecun_normal(), ("conv_t", "conv_h", "conv_w", "conv_in", "embed")
+            ),
+            bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)),
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            name="conv",
+        )(videos)
+        b, t, h, w, d = x.shape
+        return x.reshape(b, t, h * w, d)
 
 
 class TokenEmbed(nn.Module):
@@ -132,6 +165,13 @@ def sincos_2d(grid_h: int, grid_w: int, width: int, temperature: float = 10_000.
     y = np.einsum("m,d->md", y.flatten(), omega)
     x = np.einsum("m,d->md", x.flatten(), omega)
     return np.concatenate([np.sin(x), np.cos(x), np.sin(y), np.cos(y)], axis=1).astype(np.float32)
+
+
+def sincos_1d(length: int, width: int, temperature: float = 10_000.0) -> np.ndarray:
+    """Fixed 1-D sinusoid table of "Attention is all you need", sine and cosine interleaved (even channels sin,
+    odd cos), as VideoMAE lays it over the flattened (time, row, column) tubelet sequence: -> [length, width]."""
+    angle = np.arange(length)[:, None] / temperature ** (2 * (np.arange(width) // 2) / width)
+    return np.where(np.arange(width) % 2 == 0, np.sin(angle), np.cos(angle)).astype(np.float32)
 
 
 def interpolate_posemb(

@@ -98,7 +98,7 @@ class Block(nn.Module):
     dropout_rate: float = 0.0
     attention_dropout_rate: float = 0.0
     attention_impl: str | None = None
-    attention_key_bias: bool = True
+    key_bias: bool = True
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
@@ -109,7 +109,7 @@ class Block(nn.Module):
             self.num_heads,
             dropout_rate=self.attention_dropout_rate,
             implementation=self.attention_impl,
-            key_bias=self.attention_key_bias,
+            key_bias=self.key_bias,
             name="attn",
             **kw,
         )
@@ -153,7 +153,7 @@ class Encoder(nn.Module):
     dropout_rate: float = 0.0
     attention_dropout_rate: float = 0.0
     attention_impl: str | None = None
-    attention_key_bias: bool = True
+    key_bias: bool = True
     remat: bool = False
     scan: bool = False
     dtype: Dtype = jnp.float32
@@ -169,7 +169,7 @@ class Encoder(nn.Module):
             dropout_rate=self.dropout_rate,
             attention_dropout_rate=self.attention_dropout_rate,
             attention_impl=self.attention_impl,
-            attention_key_bias=self.attention_key_bias,
+            key_bias=self.key_bias,
             dtype=self.dtype,
             param_dtype=self.param_dtype,
         )
@@ -206,7 +206,7 @@ _SHARED_FIELDS = (
     "dropout_rate",
     "attention_dropout_rate",
     "attention_impl",
-    "attention_key_bias",
+    "key_bias",
     "remat",
     "scan",
     "dtype",

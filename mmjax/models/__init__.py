@@ -6,6 +6,7 @@ from mmjax.models.captioner import Captioner, beam_search, greedy_decode
 from mmjax.models.classifier import Classifier
 from mmjax.models.clip import CLIP, l2_normalize
 from mmjax.models.heads import HEADS, AnswerHead, ClassificationHead, build_head
+from mmjax.models.video_classifier import VideoClassifier
 from mmjax.models.visualbert import VisualBertModel, init_text_from_bert, visualbert_from_bert
 from mmjax.models.visualbert_heads import (
     VisualBertForClassification,
@@ -25,6 +26,7 @@ __all__ = [
     "Captioner",
     "ClassificationHead",
     "Classifier",
+    "VideoClassifier",
     "VisualBertForClassification",
     "VisualBertForPreTraining",
     "VisualBertForQuestionAnswering",
