@@ -22,6 +22,7 @@ from mmjax.convert.hf_common import (
     HFConverter,
     activation_from_hf,
     activation_to_hf,
+    label_maps,
     refuse_unless,
     require,
     split_overrides,
@@ -167,13 +168,10 @@ def export_model(model: ASTModel) -> dict:
 
 
 def export_classifier(model: ASTForAudioClassification) -> dict:
-    # Generic label names: the mmjax model knows only how many classes there are.
-    id2label = {str(i): f"LABEL_{i}" for i in range(model.num_labels)}
     return {
         "architectures": ["ASTForAudioClassification"],
         **ast_config(model.ast),
-        "id2label": id2label,
-        "label2id": {name: int(i) for i, name in id2label.items()},
+        **label_maps(model.num_labels),
     }
 
 

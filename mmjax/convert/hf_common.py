@@ -94,6 +94,19 @@ def image_fields(vit: nn.Module) -> dict:
     return {"num_channels": vit.channels, "image_size": vit.image_size, "patch_size": vit.patch_size}
 
 
+def label_maps(num_labels: int) -> dict:
+    """HF's id2label / label2id for a classifier that knows only how many classes it has (generic names)."""
+    id2label = {str(i): f"LABEL_{i}" for i in range(num_labels)}
+    return {"id2label": id2label, "label2id": {name: int(i) for i, name in id2label.items()}}
+
+
+def example_videos(tower: nn.Module):
+    """One zero clip [1, T, S, S, C] of the size a video tower was built for (converters trace it to get shapes)."""
+    import jax.numpy as jnp
+
+    return jnp.zeros((1, tower.num_frames, tower.image_size, tower.image_size, tower.channels), jnp.float32)
+
+
 def require(config: Mapping, key: str, where: str):
     """config[key], or a ValueError naming the missing config field."""
     if key not in config or config[key] is None:

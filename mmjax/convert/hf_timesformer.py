@@ -24,6 +24,8 @@ from mmjax.convert.hf_common import (
     activation_from_hf,
     activation_to_hf,
     encoder_fields,
+    example_videos,
+    label_maps,
     refuse_unless,
     require,
     split_overrides,
@@ -164,17 +166,11 @@ def export_tower(vit: DividedVideoViT) -> dict:
 
 
 def export_classifier(model: VideoClassifier) -> dict:
-    labels = {str(i): f"LABEL_{i}" for i in range(model.num_classes)}
     return {
         "architectures": ["TimesformerForVideoClassification"],
         **tower_config(model.tower),
-        "id2label": labels,
-        "label2id": {v: int(k) for k, v in labels.items()},
+        **label_maps(model.num_classes),
     }
-
-
-def _videos(vit: DividedVideoViT):
-    return jnp.zeros((1, vit.num_frames, vit.image_size, vit.image_size, vit.channels), jnp.float32)
 
 
 CONVERTERS = (
@@ -185,7 +181,7 @@ CONVERTERS = (
         build_model=build_tower,
         export_config=export_tower,
         rules=tower_rules,
-        example_inputs=lambda vit: {"videos": _videos(vit)},
+        example_inputs=lambda vit: {"videos": example_videos(vit)},
     ),
     HFConverter(
         architecture="TimesformerForVideoClassification",
@@ -194,7 +190,7 @@ CONVERTERS = (
         build_model=build_classifier,
         export_config=export_classifier,
         rules=classifier_rules,
-        example_inputs=lambda model: {"videos": _videos(model.tower)},
+        example_inputs=lambda model: {"videos": example_videos(model.tower)},
         exports=lambda model: type(model.tower) is DividedVideoViT,
     ),
 )

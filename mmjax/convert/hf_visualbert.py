@@ -20,6 +20,7 @@ from mmjax.convert.hf_bert import bert_config_fields, bert_embedding_rules, bert
 from mmjax.convert.hf_common import (
     HFConverter,
     activation_from_hf,
+    label_maps,
     refuse_unless,
     require,
     split_overrides,
@@ -170,8 +171,7 @@ def _export_head(architecture: str, extra):
 
 
 def _labels(model) -> dict:
-    id2label = {str(i): f"LABEL_{i}" for i in range(model.num_labels)}
-    return {"id2label": id2label, "label2id": {v: int(k) for k, v in id2label.items()}}
+    return label_maps(model.num_labels)
 
 
 def _example_inputs(base: VisualBertModel) -> dict:

@@ -23,6 +23,8 @@ from mmjax.convert.hf_common import (
     activation_from_hf,
     activation_to_hf,
     encoder_fields,
+    example_videos,
+    label_maps,
     refuse_unless,
     require,
     split_overrides,
@@ -166,17 +168,11 @@ def export_tower(vit: VideoViT) -> dict:
 
 def export_classifier(model: VideoClassifier) -> dict:
     _check_tower(model.tower, pooler=False)
-    labels = {str(i): f"LABEL_{i}" for i in range(model.num_classes)}
     return {
         "architectures": ["VivitForVideoClassification"],
         **tower_config(model.tower),
-        "id2label": labels,
-        "label2id": {v: int(k) for k, v in labels.items()},
+        **label_maps(model.num_classes),
     }
-
-
-def _videos(vit: VideoViT):
-    return jnp.zeros((1, vit.num_frames, vit.image_size, vit.image_size, vit.channels), jnp.float32)
 
 
 def _is_vivit(vit) -> bool:
@@ -191,7 +187,7 @@ CONVERTERS = (
         build_model=build_tower,
         export_config=export_tower,
         rules=tower_rules,
-        example_inputs=lambda vit: {"videos": _videos(vit)},
+        example_inputs=lambda vit: {"videos": example_videos(vit)},
         normalize_key=normalize_key,
         exports=_is_vivit,
     ),
@@ -202,7 +198,7 @@ CONVERTERS = (
         build_model=build_classifier,
         export_config=export_classifier,
         rules=classifier_rules,
-        example_inputs=lambda model: {"videos": _videos(model.tower)},
+        example_inputs=lambda model: {"videos": example_videos(model.tower)},
         normalize_key=normalize_key,
         exports=lambda model: _is_vivit(model.tower),
     ),
