@@ -58,7 +58,7 @@ def get_config(arg=None):
     }
     if a["task"] == "classification":
         c["task"] = "classification"
-        c["model"] = {"kind": "tower", "image": video, "num_classes": 8, "text": {"name": "bert", "vocab_size": 76}}
+        c["model"] = {"kind": "tower", "image": video, "num_classes": 8}
         c["evals"] = {"classification": {"split": "test"}}
     else:
         c["task"] = "contrastive"

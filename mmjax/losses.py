@@ -24,6 +24,8 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
+from mmjax.sharding import BATCH_AXES
+
 Metrics = dict[str, jax.Array]
 
 _ROWS = ("batch", None)  # [B, B] logits: rows follow the batch, every device keeps all columns
@@ -102,8 +104,6 @@ def sigmoid_contrastive_loss(logits_per_image: jax.Array) -> tuple[jax.Array, Me
 
 # ------------------------------------------------------------------------------------ the ring (chunked) losses
 
-_BATCH_AXES = ("data", "fsdp")  # the mesh axes a batch is split over (mmjax.sharding's presets)
-
 
 def ring_contrastive_loss(
     image_embeds: jax.Array,
@@ -112,7 +112,7 @@ def ring_contrastive_loss(
     bias: jax.Array | float | None = None,
     *,
     kind: str = "sigmoid",
-    axes: tuple[str, ...] = _BATCH_AXES,
+    axes: tuple[str, ...] = BATCH_AXES,
 ) -> tuple[jax.Array, Metrics]:
     """The contrastive loss of the global batch without its [B, B] logits: SigLIP's chunked ring.
 

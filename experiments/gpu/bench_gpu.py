@@ -112,7 +112,7 @@ def section_b16() -> dict:
     per_example = probe["xla_temp_bytes"] / probe_batch
     fits = int((0.9 * limit - probe["xla_argument_bytes"]) / per_example) // 128 * 128
     out["planned_batch"] = fits
-    for batch in (fits, fits * 3 // 4 // 128 * 128):
+    for batch in sorted({b for b in (fits, fits * 3 // 4 // 128 * 128) if b > 0}, reverse=True):
         try:
             out["largest"] = _b16_bench(batch, 10, attention)
             break

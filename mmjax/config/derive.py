@@ -52,6 +52,11 @@ def _num_frames(config: dict, raw: Mapping) -> None:
     """data.num_frames <-> model.image.num_frames: a video tower is fed clips of the length it was built for."""
     image, data = config.get("model", {}).get("image"), config["data"]
     if not image or "num_frames" not in image:
+        if data["num_frames"] and image:
+            raise ConfigError(
+                f"config key 'data.num_frames' is {data['num_frames']} but model.image ({image['name']!r}) takes "
+                "still images; choose a video tower (frame_vit, video_vit, ...) or unset data.num_frames"
+            )
         return
     if stated(raw, "data.num_frames") and data["num_frames"] != image["num_frames"]:
         raise ConfigError(
@@ -59,6 +64,12 @@ def _num_frames(config: dict, raw: Mapping) -> None:
             f"({image['num_frames']}) disagree; set both to one value (or only model.image.num_frames)"
         )
     data["num_frames"] = image["num_frames"]
+    clip = data["moving_shapes"]["num_frames"]
+    if data["source"] == "moving_shapes" and data["num_frames"] > clip:
+        raise ConfigError(
+            f"config key 'model.image.num_frames' ({data['num_frames']}) is longer than the generated clips "
+            f"('data.moving_shapes.num_frames' = {clip})"
+        )
 
 
 def _image_size(config: dict, raw: Mapping) -> None:

@@ -2,7 +2,7 @@
 
 Both return arrays in the form the models take (float32 mono waveforms at the model's rate; uint8 frames
 [T, H, W, 3]) and raise `MediaError` naming the file and what is wrong with it (unreadable, empty, too short, no
-such stream), which the JSONL sources turn into a bad record (skipped and counted, or a failure naming file:line).
+such stream): the error a JSONL source reading such files is to turn into a bad record (not wired yet).
 """
 
 from __future__ import annotations

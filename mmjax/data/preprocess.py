@@ -98,11 +98,12 @@ def transform_boxes(boxes: np.ndarray, crop, height: int, width: int, flip: bool
 
 
 def decode_frames(value) -> np.ndarray:
-    """A clip: uint8 [T, H, W, 3] (or [T, H, W] grey) -> uint8 RGB [T, H, W, 3]."""
+    """A clip: uint8 [T, H, W, 3] (or [T, H, W, 1] grey) -> uint8 RGB [T, H, W, 3]. A still image [H, W, 3] is
+    refused, not read as H grey frames."""
     array = np.asarray(value)
-    if array.dtype != np.uint8 or array.ndim not in (3, 4) or (array.ndim == 4 and array.shape[-1] != 3):
+    if array.dtype != np.uint8 or array.ndim != 4 or array.shape[-1] not in (1, 3):
         raise ValueError(f"expected a clip of uint8 frames [T, H, W, 3], got {array.dtype} {array.shape}")
-    return np.repeat(array[..., None], 3, axis=-1) if array.ndim == 3 else array
+    return np.repeat(array, 3, axis=-1) if array.shape[-1] == 1 else array
 
 
 @dataclasses.dataclass(frozen=True)

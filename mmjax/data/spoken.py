@@ -13,7 +13,6 @@ one can be regenerated alone.
 from __future__ import annotations
 
 import functools
-import math
 import os
 import shutil
 import subprocess
@@ -23,6 +22,7 @@ import wave
 import numpy as np
 
 from mmjax.data import shapes
+from mmjax.data.media import resample
 
 SAMPLE_RATE = 16_000  # what the audio models here and their feature extractors (AST, Whisper) take
 DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
@@ -52,8 +52,6 @@ def _espeak() -> str:
 
 def synthesize(text: str, voice: str = "en-us", speed: int = 160, pitch: int = 50) -> np.ndarray:
     """`text` spoken by `voice` as float32 [samples] in [-1, 1] at SAMPLE_RATE."""
-    from scipy.signal import resample_poly  # scipy comes with jax; imported here to keep `import mmjax` light
-
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "out.wav")
         cmd = [_espeak(), "-v", voice, "-s", str(int(speed)), "-p", str(int(pitch)), "-w", path, text]
@@ -62,10 +60,10 @@ def synthesize(text: str, voice: str = "en-us", speed: int = 160, pitch: int = 5
             raise SynthesisError(f"espeak-ng failed for voice {voice!r}: {done.stderr.strip() or done.returncode}")
         with wave.open(path) as w:
             rate, width = w.getframerate(), w.getsampwidth()
-            pcm = np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16 if width == 2 else np.uint8)
-    audio = pcm.astype(np.float32) / 32768.0
-    g = math.gcd(SAMPLE_RATE, rate)
-    return resample_poly(audio, SAMPLE_RATE // g, rate // g).astype(np.float32)
+            if width != 2:
+                raise SynthesisError(f"espeak-ng wrote {8 * width}-bit samples; expected 16-bit PCM")
+            pcm = np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16)
+    return resample(pcm.astype(np.float32) / 32768.0, rate, SAMPLE_RATE)
 
 
 def voices(split: str) -> tuple[str, ...]:

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 
 from mmjax.encoders.vit import ViT
 from mmjax.layers import Encoded
-from mmjax.layers.transformer import Encoder, layer_norm
+from mmjax.layers.transformer import encoder_like, layer_norm
 
 
 class FrameViT(ViT):
@@ -46,16 +46,6 @@ class FrameViT(ViT):
                 self.param_dtype,
             )
             x = x + jnp.asarray(table, self.dtype)[None]
-            x = Encoder(
-                num_layers=self.temporal_depth,
-                num_heads=self.num_heads,
-                mlp_dim=self.mlp_dim or 4 * self.width,
-                activation=self.activation,
-                layer_norm_eps=self.layer_norm_eps,
-                dropout_rate=self.dropout_rate,
-                attention_impl=self.attention_impl,
-                name="temporal",
-                **kw,
-            )(x, None, not train)
+            x = encoder_like(self, num_layers=self.temporal_depth, name="temporal")(x, None, not train)
             x = layer_norm(self.layer_norm_eps, name="temporal_norm", **kw)(x)
         return Encoded(tokens=x, mask=jnp.ones((b, t), bool), pooled=x.mean(axis=1))

@@ -10,7 +10,7 @@ an image checkpoint maps over by name (`inflate_vit`): `embedding` (TubeletEmbed
 `cls_token` [D], `pos_embedding` [P + h*w, D] (the spatial table, P = 1 with a class token), `time_embedding`
 [T/t, D] (added to every token of a time step) or `spacetime_pos_embedding` [P + T/t*h*w, D], `ln_pre`,
 `encoder` (layers.Encoder), `ln_post`, `pooler` (Dense).
-FactorisedVideoViT adds `time_cls_token` [D], `temporal_encoder`, `ln_time`.
+FactorisedVideoViT adds `time_cls_token` [D], `temporal_encoder`, `ln_space`.
 """
 
 from __future__ import annotations

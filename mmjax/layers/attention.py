@@ -97,8 +97,12 @@ def fused_attention(q, k, v, mask, implementation: str = "cudnn"):
     that check that equality.
     """
     t, s = q.shape[1], k.shape[1]
-    if mask is not None or not (t % 2 or s % 2):
+    if mask is not None:
+        # cuDNN takes a mask as a bias of the logits' own [.., T, S] shape; key-padding masks come as [B, 1, 1, S]
+        mask = jnp.broadcast_to(mask, (*mask.shape[:2], t, s))
         return jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=implementation)
+    if not (t % 2 or s % 2):
+        return jax.nn.dot_product_attention(q, k, v, implementation=implementation)
 
     def even(x):
         return jnp.pad(x, ((0, 0), (0, x.shape[1] % 2), (0, 0), (0, 0)))

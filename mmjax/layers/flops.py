@@ -6,8 +6,8 @@
 Only contractions count (dot_general, convolutions, fused attention); elementwise work, softmax and the optimizer
 do not, which is the convention MFU figures are published in. The count traces the function abstractly (no
 arrays, no compile), so it is the same on every backend: XLA's own cost analysis is not (on a GPU it sees none of
-the work inside cuBLAS and cuDNN calls). Remat's recomputation is not counted: that is hardware FLOPs, not model
-FLOPs.
+the work inside cuBLAS and cuDNN calls). A function's count is what it computes as traced: the forward of a
+rematerialized module counts once, but the gradient of one recomputes it (counted: hardware FLOPs).
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.extend
 import jax.numpy as jnp
-import numpy as np
 
 
 def _dot_general(eqn) -> float:
@@ -38,10 +38,12 @@ def _conv(eqn) -> float:
 
 
 def _fused_attention(eqn) -> float:
-    # q [B, T, H, D], k [B, S, H, D]: QK^T and the weighted sum of V, 2 flops per multiply-add each
+    # q [B, T, H, D], k [B, S, H, D]: QK^T and the weighted sum of V, 2 flops per multiply-add each; the backward
+    # kernel does twice that (the gradients of Q, K and V, and the recomputed probabilities)
     q, k = eqn.invars[0].aval.shape, eqn.invars[1].aval.shape
     b, t, h, d = q
-    return 4.0 * b * h * t * k[1] * d
+    forward = 4.0 * b * h * t * k[1] * d
+    return 2 * forward if "bwd" in eqn.primitive.name else forward
 
 
 def _sub_jaxprs(eqn):
@@ -65,6 +67,11 @@ def jaxpr_flops(jaxpr) -> float:
             total += _fused_attention(eqn)
         elif name == "scan":
             total += eqn.params["length"] * jaxpr_flops(eqn.params["jaxpr"].jaxpr)
+        elif name == "shard_map":  # the body is traced at one shard's shapes: every device runs it
+            mesh, axes = eqn.params["mesh"], eqn.params.get("manual_axes") or eqn.params.get("axis_names") or ()
+            copies = math.prod(mesh.shape[a] for a in axes) if axes else mesh.size
+            body = eqn.params["jaxpr"]
+            total += copies * jaxpr_flops(getattr(body, "jaxpr", body))
         elif name == "cond":
             total += max(jaxpr_flops(branch.jaxpr) for branch in eqn.params["branches"])
         else:  # pjit, remat, custom_jvp/vjp, shard_map: their inner computation once
@@ -74,7 +81,7 @@ def jaxpr_flops(jaxpr) -> float:
 
 def function_flops(fn: Callable, *args, **kwargs) -> float:
     """Contraction FLOPs of one call of `fn` on arrays (or ShapeDtypeStructs) of these shapes."""
-    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), jnp.result_type(x)), (args, kwargs))
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(jnp.shape(x), x.dtype), (args, kwargs))
     return jaxpr_flops(jax.make_jaxpr(lambda a, k: fn(*a, **k))(*abstract).jaxpr)
 
 

@@ -123,7 +123,8 @@ class Setup:
         its gradient (`mmjax.layers.flops`), counted from the traced step, so frozen towers cost their forward
         alone; with remat on, the recomputed forward counts too. The same count on every backend."""
         params = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype), self.abstract_state.params)
-        batch = self.task.step_batch(batch_size or self.config.batch_size)
+        size = batch_size or self.config.batch_size  # shapes only: no host copy of a (possibly huge) global batch
+        batch = {k: jax.ShapeDtypeStruct((size, *v.shape[1:]), v.dtype) for k, v in self.task.step_batch(1).items()}
 
         def loss(p, b):
             return self.task.loss(stop_frozen(p, self.optimizer.frozen), b, self.init_rng)[0]

@@ -1,6 +1,8 @@
 """The moving_shapes clips: deterministic, labelled by what the pixels do, order-dependent where the labels say so,
 with a compositional split, and prepared by their TFDS builder byte for byte."""
 
+import pathlib
+
 import numpy as np
 import pytest
 
@@ -125,3 +127,14 @@ def test_the_pipeline_feeds_clips_in_the_visual_slot(tmp_path):
     clip = ms.generate(0, "test", int(test["image_id"][0]), image_size=32, num_frames=8)["video"][[0, 2, 5, 7]]
     np.testing.assert_allclose(test["image"][0], (clip / 255 - np.asarray(config.mean)) / np.asarray(config.std),
                                atol=1e-5)  # fmt: skip
+
+
+def test_clip_lengths_that_cannot_work_fail_before_anything_runs(tmp_path):
+    from mmjax import config as mmconfig
+
+    spec = str(pathlib.Path(__file__).resolve().parents[2] / "configs" / "video_shapes.py:tiny")
+    with pytest.raises(mmconfig.ConfigError, match=r"'model.image.num_frames' \(12\) is longer than the generated"):
+        mmconfig.load_config(spec, ["model.image.num_frames=12"])
+    still = str(pathlib.Path(__file__).resolve().parents[2] / "configs" / "clip_shapes.py:tiny")
+    with pytest.raises(mmconfig.ConfigError, match=r"'data.num_frames' is 4 but model.image \('vit'\) takes still"):
+        mmconfig.load_config(still, ["data.num_frames=4"])

@@ -152,3 +152,18 @@ def test_odd_lengths_padded_for_the_fused_kernel_give_the_unpadded_attention(t, 
         for f in (lambda q: fused_attention(q, k, v, None, "xla"), lambda q: jax.nn.dot_product_attention(q, k, v))
     ]
     np.testing.assert_allclose(grads[0], grads[1], atol=1e-5)
+
+
+def test_a_key_padding_mask_reaches_the_fused_kernel_in_the_shape_it_takes():
+    """cuDNN takes a mask as a bias of the logits' [.., T, S] shape: a [B, 1, 1, S] key-padding mask is broadcast
+    first (through XLA's kernel here, the same arithmetic)."""
+    from mmjax.layers.attention import fused_attention
+
+    q = jax.random.normal(jax.random.key(0), (2, 6, 2, 8))
+    k, v = (jax.random.normal(jax.random.key(i), (2, 4, 2, 8)) for i in (1, 2))
+    mask = padding_mask(jnp.array([[1, 1, 1, 0], [1, 1, 0, 0]], bool))
+    np.testing.assert_allclose(
+        fused_attention(q, k, v, mask, implementation="xla"),
+        jax.nn.dot_product_attention(q, k, v, mask=mask),
+        atol=1e-6,
+    )

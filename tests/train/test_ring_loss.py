@@ -108,3 +108,13 @@ def test_a_train_step_with_the_ring_matches_the_global_one(tiny_config):
         params[impl] = jax.device_get(state.params)
         assert np.isfinite(float(metrics["loss"]))
     chex.assert_trees_all_close(params["ring"], params["global"], rtol=1e-5, atol=1e-6)
+
+
+def test_the_ring_counts_the_global_losss_flops():
+    """Model FLOPs count a shard_map body once per device: the ring does the global loss's work, split n ways."""
+    from mmjax.layers.flops import function_flops
+
+    images, texts = _embeddings(64)
+    with sharding.activation_context(_mesh({"data": 8}), "dp"):
+        ring = function_flops(lambda i, t: losses.ring_contrastive_loss(i, t, 10.0)[0], images, texts)
+    assert ring == function_flops(lambda i, t: _global("sigmoid", i, t, 10.0, None)[0], images, texts)

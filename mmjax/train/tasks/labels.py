@@ -76,8 +76,7 @@ def _tower(task: LabelTask, cfg) -> nn.Module:
 
 
 def _tower_inputs(text: dict, visual: dict) -> tuple[tuple, dict]:
-    del text
-    return ({"image": visual.get("pixel_values", visual)},), {}
+    return ({"image": _fusion_inputs(text, visual)[0][0]["image"]},), {}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,7 +116,7 @@ class LabelTask(Task):
         cfg = config.model
         if cfg.kind == "fusion" and cfg.fusion is None:
             raise ConfigError("config key 'model.fusion' is required with model.kind='fusion' (e.g. {'name': 'early'})")
-        if cfg.kind == "fusion" and (cfg.visual == "regions") != (cfg.image.name == "regions"):
+        if cfg.kind in ("fusion", "tower") and (cfg.visual == "regions") != (cfg.image.name == "regions"):
             raise ConfigError(
                 f"config key 'model.image.name' is {cfg.image.name!r} but 'model.visual' is {cfg.visual!r}: region "
                 "inputs need the 'regions' tower, and the 'regions' tower needs model.visual='regions'"
