@@ -15,9 +15,10 @@ from mmjax.data.real_datasets import FASHION_MNIST_CLASSES
 from mmjax.train.loop import Setup
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
-# every config file at its own size, the fusion model and the GPU benchmark's B/16 too
+# every config file at its own size, and the fusion model (clip_shapes.py:b16, 0.993, is left to the benchmark:
+# lowering B/16 costs 20 s of CI)
 SPECS = [p.name for p in sorted((REPO / "configs").glob("*.py")) if p.name != "common.py"]
-SPECS += ["vqa_shapes.py:model=fusion,fusion=bottleneck", "clip_shapes.py:b16"]
+SPECS += ["vqa_shapes.py:model=fusion,fusion=bottleneck"]
 # the models at full size; the datasets they open at set-up (answer vocabularies) kept small
 SMALL_DATA = {
     "shapes": ["data.shapes.num_train=64", "data.shapes.num_validation=16", "data.shapes.num_test=16",
