@@ -175,30 +175,22 @@ class Shapes(LocalBuilder, skip_registration=True):
                 )
 
 
-def shapes_builder(
-    data_dir: str | None = None,
-    task: str = "image_text",
-    image_size: int = 64,
-    seed: int = 0,
-    num_train: int = 10_000,
-    num_validation: int = 1_000,
-    num_test: int = 1_000,
-    num_compositional: int = 1_000,
-) -> Shapes:
-    """The shapes builder for these settings; each setting gets its own directory under `data_dir`."""
-    counts = f"{num_train}-{num_validation}-{num_test}-{num_compositional}"
-    config = ShapesConfig(
-        name=f"{task}-{image_size}px-seed{seed}-n{counts}",
-        version=SHAPES_VERSION,
-        task=task,
-        image_size=image_size,
-        seed=seed,
-        num_train=num_train,
-        num_validation=num_validation,
-        num_test=num_test,
-        num_compositional=num_compositional,
+def _configured(builder_cls, config_cls, data_dir: str | None, name, **settings):
+    """A builder of `builder_cls` for these settings (defaults: `config_cls`'s), in a directory of its own under
+    `data_dir` named by `name(config)`, so datasets generated with other settings never mix."""
+    config = config_cls(name="", version=builder_cls.VERSION, **settings)
+    return builder_cls(config=dataclasses.replace(config, name=name(config)), data_dir=data_dir)
+
+
+def _counts(c) -> str:
+    return "-".join(str(getattr(c, f"num_{split}")) for split in ("train", "validation", "test", "compositional"))
+
+
+def shapes_builder(data_dir: str | None = None, **settings) -> Shapes:
+    """The shapes builder for these settings (`ShapesConfig`'s fields)."""
+    return _configured(
+        Shapes, ShapesConfig, data_dir, lambda c: f"{c.task}-{c.image_size}px-seed{c.seed}-n{_counts(c)}", **settings
     )
-    return Shapes(config=config, data_dir=data_dir)
 
 
 @dataclasses.dataclass
@@ -258,30 +250,15 @@ class MovingShapes(LocalBuilder, skip_registration=True):
             yield index, {**fields, "video_id": index}
 
 
-def moving_shapes_builder(
-    data_dir: str | None = None,
-    image_size: int = 32,
-    num_frames: int = 8,
-    seed: int = 0,
-    num_train: int = 10_000,
-    num_validation: int = 1_000,
-    num_test: int = 1_000,
-    num_compositional: int = 1_000,
-) -> MovingShapes:
-    """The moving_shapes builder for these settings; each setting gets its own directory under `data_dir`."""
-    counts = f"{num_train}-{num_validation}-{num_test}-{num_compositional}"
-    config = MovingShapesConfig(
-        name=f"{image_size}px-{num_frames}f-seed{seed}-n{counts}",
-        version=VERSION,
-        image_size=image_size,
-        num_frames=num_frames,
-        seed=seed,
-        num_train=num_train,
-        num_validation=num_validation,
-        num_test=num_test,
-        num_compositional=num_compositional,
+def moving_shapes_builder(data_dir: str | None = None, **settings) -> MovingShapes:
+    """The moving_shapes builder for these settings (`MovingShapesConfig`'s fields)."""
+    return _configured(
+        MovingShapes,
+        MovingShapesConfig,
+        data_dir,
+        lambda c: f"{c.image_size}px-{c.num_frames}f-seed{c.seed}-n{_counts(c)}",
+        **settings,
     )
-    return MovingShapes(config=config, data_dir=data_dir)
 
 
 @dataclasses.dataclass
@@ -327,19 +304,15 @@ class SpokenDigits(LocalBuilder, skip_registration=True):
             yield index, {**spoken.spoken_digit(self.builder_config.seed, split, index), "audio_id": index}
 
 
-def spoken_digits_builder(
-    data_dir: str | None = None, seed: int = 0, num_train: int = 3_000, num_validation: int = 300, num_test: int = 1_000
-) -> SpokenDigits:
-    """The spoken digits builder for these settings; each setting gets its own directory under `data_dir`."""
-    config = SpokenDigitsConfig(
-        name=f"seed{seed}-n{num_train}-{num_validation}-{num_test}",
-        version=VERSION,
-        seed=seed,
-        num_train=num_train,
-        num_validation=num_validation,
-        num_test=num_test,
+def spoken_digits_builder(data_dir: str | None = None, **settings) -> SpokenDigits:
+    """The spoken digits builder for these settings (`SpokenDigitsConfig`'s fields)."""
+    return _configured(
+        SpokenDigits,
+        SpokenDigitsConfig,
+        data_dir,
+        lambda c: f"seed{c.seed}-n{c.num_train}-{c.num_validation}-{c.num_test}",
+        **settings,
     )
-    return SpokenDigits(config=config, data_dir=data_dir)
 
 
 def prepare(builder: tfds.core.DatasetBuilder) -> tfds.core.DatasetBuilder:

@@ -5,6 +5,7 @@ The task supplies `loss(params, batch, rng) -> (loss, metrics)`; everything here
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import jax
@@ -88,8 +89,7 @@ def make_train_step(
     `nonfinite=1`; the loop decides whether that stops the run (the default) or is skipped.
     """
 
-    def freeze(params):
-        return stop_frozen(params, frozen)
+    freeze = functools.partial(stop_frozen, frozen=frozen)
 
     def differentiated(params, batch, rng):
         return loss_fn(freeze(params), batch, rng)
