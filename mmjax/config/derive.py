@@ -4,6 +4,7 @@ A key the config states wins; the other side follows it; when both sides are sta
 both keys. Which keys were stated is read from the raw (file + overrides) dict, not guessed from values.
 
   data.image_size <-> model.image.image_size      the pipeline feeds the size the image tower was built for
+  data.audio_samples -> model.image                audio goes to a tower with a frontend, long enough for it
   data.tokenizer.max_length  <= model.text.max_length (None: equal to it; longer: the unstated table follows)
   model.text.vocab_size      >= the tokenizer's vocabulary (unset: equal to it)
   data.task                  the record layout the task reads (Task.DATA_TASK), unless stated
@@ -30,7 +31,8 @@ def stated(raw: Mapping, key: str) -> bool:
 
 
 def derive(config: dict, raw: Mapping) -> dict:
-    _image_size(config, raw)
+    if not _audio(config):
+        _image_size(config, raw)
     _num_frames(config, raw)
     _text_sizes(config, raw)
     data_task = task_class(config["task"]).DATA_TASK
@@ -46,6 +48,49 @@ def derive(config: dict, raw: Mapping) -> dict:
         if entry["prefix"] is None:
             entry["prefix"] = "" if name == entry["type"] else name
     return config
+
+
+_AUDIO_SOURCES = ("spoken_digits", "spoken_captions")
+_HOP = 160  # samples per frame of both frontend presets (10 ms at 16 kHz)
+
+
+def _audio(config: dict) -> bool:
+    """Whether the visual slot holds audio; checks that the data and the tower agree on it, and that the tower
+    sees every sample of the waveforms it is fed."""
+    image, data = config.get("model", {}).get("image"), config["data"]
+    samples = data["audio_samples"]
+    tower = image["name"] if image else None
+    if data["source"] in _AUDIO_SOURCES and not samples:
+        raise ConfigError(
+            f"config key 'data.audio_samples' must be > 0 with data.source={data['source']!r}: the waveform length "
+            "in batches (e.g. 16000 for 1 s at 16 kHz)"
+        )
+    if not image or "frontend" not in image:
+        if samples and image:
+            raise ConfigError(
+                f"config key 'data.audio_samples' is {samples} but model.image ({tower!r}) is not an audio tower; "
+                "choose ast, whisper or spectrogram_cnn"
+            )
+        return False
+    if not samples:
+        return False  # an audio tower fed spectrograms by the user's own code
+    if image["frontend"] is None:
+        raise ConfigError(
+            f"config key 'model.image.frontend' must be set ('ast' or 'whisper'): batches hold waveforms "
+            f"(data.audio_samples={samples}) and {tower!r} would read them as spectrograms"
+        )
+    frames = (samples - 400) // _HOP + 1  # frames of 25 ms every 10 ms, as AST's preset frames them
+    if "max_length" in image and not image.get("interpolate_pos_embed") and frames > image["max_length"]:
+        raise ConfigError(
+            f"config key 'data.audio_samples' ({samples}) gives {frames} frames, more than "
+            f"'model.image.max_length' ({image['max_length']}): the tower would cut the audio"
+        )
+    if "max_positions" in image and samples > 2 * image["max_positions"] * _HOP:
+        raise ConfigError(
+            f"config key 'data.audio_samples' ({samples}) is longer than the {2 * image['max_positions'] * _HOP} "
+            f"samples 'model.image.max_positions' ({image['max_positions']}) covers: the tower would cut the audio"
+        )
+    return True
 
 
 def _num_frames(config: dict, raw: Mapping) -> None:

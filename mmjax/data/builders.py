@@ -8,6 +8,9 @@ Every builder here writes one of two record layouts, so the pipeline reads them 
 * VQA (one record per question): `image`, `image_id`, `question`, `answer` text, `answers` [N] text (all
   annotators' answers, for soft scores), `question_type` text, `boxes`, `labels`, `source`.
 
+The clip and spoken builders store `video` or `audio` instead of `image` and say, in their class attribute
+`FIELDS`, which of their fields plays which canonical part (e.g. `text` is the caption).
+
 Builders record in `info.metadata`: `answers` (VQA answer vocabulary, index = class id), `question_types`,
 `classes` (image class names) and `bad_records` (per split, how many were skipped and why).
 
@@ -261,38 +264,32 @@ def moving_shapes_builder(data_dir: str | None = None, **settings) -> MovingShap
     )
 
 
-@dataclasses.dataclass
-class SpokenDigitsConfig(tfds.core.BuilderConfig):
-    seed: int = 0
-    num_train: int = 3_000
-    num_validation: int = 300
-    num_test: int = 1_000
+def _audio_features(**extra) -> tfds.features.FeaturesDict:
+    """The spoken layouts: a float32 waveform at `spoken.SAMPLE_RATE`, its text, and how it was spoken."""
+    return tfds.features.FeaturesDict(
+        {
+            "audio": tfds.features.Tensor(shape=(None,), dtype=np.float32),
+            "audio_id": np.int64,
+            "text": tfds.features.Text(),
+            "voice": tfds.features.Text(),
+            "speed": np.int64,
+            "pitch": np.int64,
+            **extra,
+        }
+    )
 
 
-class SpokenDigits(LocalBuilder, skip_registration=True):
-    """Spoken digit words synthesised by eSpeak NG (see `mmjax.data.spoken`): float32 waveforms at 16 kHz, the
-    digit as the label; the test split is spoken by voices the other splits never use."""
+class _Spoken(LocalBuilder, skip_registration=True):
+    """What the spoken builders share: eSpeak NG utterances (see `mmjax.data.spoken`), one per record, the test
+    split spoken by voices the other splits never use; same seed -> same samples."""
 
     VERSION = VERSION
-    name = "mmjax_spoken_digits"
+    TASK = "image_text"
+    # the text is the record's one caption; the pipeline reads the `audio` field itself (data.audio_samples)
+    FIELDS = {"captions": "text", "image_id": "audio_id"}
 
-    def _info(self) -> tfds.core.DatasetInfo:
-        return tfds.core.DatasetInfo(
-            builder=self,
-            description="Spoken digits (eSpeak NG), with a held-out-voice test split.",
-            features=tfds.features.FeaturesDict(
-                {
-                    "audio": tfds.features.Tensor(shape=(None,), dtype=np.float32),
-                    "audio_id": np.int64,
-                    "label": np.int64,
-                    "text": tfds.features.Text(),
-                    "voice": tfds.features.Text(),
-                    "speed": np.int64,
-                    "pitch": np.int64,
-                }
-            ),
-            metadata=tfds.core.MetadataDict(classes=list(spoken.DIGITS), sample_rate=spoken.SAMPLE_RATE),
-        )
+    def utterance(self, split: str, index: int) -> dict:
+        raise NotImplementedError
 
     def _split_generators(self, dl_manager):
         cfg = self.builder_config
@@ -301,18 +298,72 @@ class SpokenDigits(LocalBuilder, skip_registration=True):
 
     def _generate_examples(self, split: str, num: int):
         for index in range(num):
-            yield index, {**spoken.spoken_digit(self.builder_config.seed, split, index), "audio_id": index}
+            yield index, {**self.utterance(split, index), "audio_id": index}
+
+
+@dataclasses.dataclass
+class SpokenDigitsConfig(tfds.core.BuilderConfig):
+    seed: int = 0
+    num_train: int = 3_000
+    num_validation: int = 300
+    num_test: int = 1_000
+
+
+class SpokenDigits(_Spoken, skip_registration=True):
+    """Spoken digit words, the digit as the label."""
+
+    name = "mmjax_spoken_digits"
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        return tfds.core.DatasetInfo(
+            builder=self,
+            description="Spoken digits (eSpeak NG), with a held-out-voice test split.",
+            features=_audio_features(label=np.int64),
+            metadata=tfds.core.MetadataDict(classes=list(spoken.DIGITS), sample_rate=spoken.SAMPLE_RATE),
+        )
+
+    def utterance(self, split: str, index: int) -> dict:
+        return spoken.spoken_digit(self.builder_config.seed, split, index)
+
+
+@dataclasses.dataclass
+class SpokenCaptionsConfig(tfds.core.BuilderConfig):
+    seed: int = 0
+    num_train: int = 5_000
+    num_validation: int = 500
+    num_test: int = 1_000
+
+
+class SpokenCaptions(_Spoken, skip_registration=True):
+    """Spoken descriptions of `shapes` objects ("a large blue cross at the top"), for audio-text retrieval and
+    transcription; `label` is -1 (no class)."""
+
+    name = "mmjax_spoken_captions"
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        return tfds.core.DatasetInfo(
+            builder=self,
+            description="Spoken shapes object descriptions (eSpeak NG), with a held-out-voice test split.",
+            features=_audio_features(label=np.int64),
+            metadata=tfds.core.MetadataDict(sample_rate=spoken.SAMPLE_RATE),
+        )
+
+    def utterance(self, split: str, index: int) -> dict:
+        return {**spoken.spoken_caption(self.builder_config.seed, split, index), "label": -1}
+
+
+def _spoken_name(c) -> str:
+    return f"seed{c.seed}-n{c.num_train}-{c.num_validation}-{c.num_test}"
 
 
 def spoken_digits_builder(data_dir: str | None = None, **settings) -> SpokenDigits:
     """The spoken digits builder for these settings (`SpokenDigitsConfig`'s fields)."""
-    return _configured(
-        SpokenDigits,
-        SpokenDigitsConfig,
-        data_dir,
-        lambda c: f"seed{c.seed}-n{c.num_train}-{c.num_validation}-{c.num_test}",
-        **settings,
-    )
+    return _configured(SpokenDigits, SpokenDigitsConfig, data_dir, _spoken_name, **settings)
+
+
+def spoken_captions_builder(data_dir: str | None = None, **settings) -> SpokenCaptions:
+    """The spoken captions builder for these settings (`SpokenCaptionsConfig`'s fields)."""
+    return _configured(SpokenCaptions, SpokenCaptionsConfig, data_dir, _spoken_name, **settings)
 
 
 def prepare(builder: tfds.core.DatasetBuilder) -> tfds.core.DatasetBuilder:

@@ -78,6 +78,9 @@ class ToExample(grain.transforms.RandomMap):
       question_types: names whose position is the `question_type` id.
       max_regions: R > 0 adds `boxes` [R, 4], `box_labels` [R], `box_mask` [R].
       num_frames: T > 0: the visual field is a clip, sampled uniformly to T frames [T, S, S, 3].
+      audio_samples: S > 0: the record's `audio` waveform (float32 [n]) becomes `audio` [S], zero-padded or cut,
+        with `audio_length` (real samples); the example then has no image (the audio takes the visual slot).
+      audio_random_window: cut a longer waveform at a random offset (training) instead of keeping its start.
       text_overflow: "truncate", or "error" to treat text longer than the tokenizer's T as a bad record.
       bad_records: "skip" or "fail".
     """
@@ -93,6 +96,8 @@ class ToExample(grain.transforms.RandomMap):
     question_types: tuple[str, ...] = ()
     max_regions: int = 0
     num_frames: int = 0
+    audio_samples: int = 0
+    audio_random_window: bool = False
     text_overflow: str = "truncate"
     bad_records: str = "skip"
 
@@ -102,6 +107,10 @@ class ToExample(grain.transforms.RandomMap):
             raise ValueError(f"data.captions: expected one of {CAPTION_MODES}, got {self.captions!r}")
         if self.text_overflow not in ("truncate", "error"):
             raise ValueError(f"data.text_overflow: expected 'truncate' or 'error', got {self.text_overflow!r}")
+        if self.audio_samples and (self.num_frames or self.max_regions):
+            raise ValueError(
+                "data.audio_samples: audio examples carry no frames or regions (data.num_frames, max_regions)"
+            )
         if self.num_frames and self.max_regions:
             raise ValueError("data.max_regions: region boxes are for still images, not clips (data.num_frames)")
         self._answer_ids = {a: i for i, a in enumerate(self.answers)}
@@ -130,11 +139,11 @@ class ToExample(grain.transforms.RandomMap):
         text (`finish_batch` leaves its tokens 0), no regions or captions, and -1 ("unknown") for `index`,
         `image_id`, `label`, `answer` and `question_type`. The pipeline gives it `example_mask` 0."""
         unknown = np.int32(-1)
-        out = {
-            "index": unknown,
-            "image_id": unknown,
-            "image": np.zeros((*self._frames_shape(), self.image.size, self.image.size, 3), np.uint8),
-        }
+        out = {"index": unknown, "image_id": unknown}
+        if self.audio_samples:
+            out |= {"audio": np.zeros((self.audio_samples,), np.float32), "audio_length": np.int32(0)}
+        else:
+            out["image"] = np.zeros((*self._frames_shape(), self.image.size, self.image.size, 3), np.uint8)
         if self.max_regions:
             out |= self._regions(np.zeros((0, 4), np.float32), np.zeros((0,), np.int32))
         if self.task == "image_text" and self.captions == "all":
@@ -163,6 +172,8 @@ class ToExample(grain.transforms.RandomMap):
 
     def _convert(self, record: dict, rng: np.random.Generator) -> dict:
         out = {"index": np.int32(record["index"]), "image_id": np.int32(self._field(record, "image_id", -1))}
+        if self.audio_samples:
+            return out | self._audio(self._field(record, "audio"), rng) | self._texts_and_targets(record, rng)
         if self.num_frames:
             frames = decode_frames(self._field(record, "image"))
             picked = frames[frame_indices(len(frames), self.num_frames)]
@@ -177,6 +188,20 @@ class ToExample(grain.transforms.RandomMap):
         else:
             out["image"] = self.image.augment(image, rng)
         return out | self._texts_and_targets(record, rng)
+
+    def _audio(self, value, rng: np.random.Generator) -> dict:
+        wave = np.asarray(value)
+        if wave.dtype != np.float32 or wave.ndim != 1:
+            raise ValueError(f"expected a float32 waveform [samples], got {wave.dtype} {wave.shape}")
+        if wave.size == 0:
+            raise ValueError("empty audio")
+        start = 0
+        if wave.size > self.audio_samples and self.audio_random_window:
+            start = int(rng.integers(0, wave.size - self.audio_samples + 1))
+        kept = wave[start : start + self.audio_samples]
+        out = np.zeros((self.audio_samples,), np.float32)
+        out[: kept.size] = kept
+        return {"audio": out, "audio_length": np.int32(kept.size)}
 
     def _texts_and_targets(self, record: dict, rng: np.random.Generator) -> dict:
         out = {}
@@ -221,10 +246,11 @@ class ToExample(grain.transforms.RandomMap):
         """
         batch = dict(batch)
         real = np.asarray(batch[MASK_KEY]).astype(bool)
-        images = self.image.normalize(batch["image"])
-        if not real.all():
-            images[~real] = 0
-        batch["image"] = images
+        if "image" in batch:
+            images = self.image.normalize(batch["image"])
+            if not real.all():
+                images[~real] = 0
+            batch["image"] = images
         texts = batch.pop(TEXT_KEY)
         length = self.tokenizer.max_length
         ids = np.zeros((*texts.shape, length), np.int32)

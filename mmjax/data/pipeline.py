@@ -153,7 +153,7 @@ def validate(config) -> None:
     for key, allowed in choices.items():
         if config[key] not in allowed:
             raise ValueError(f"data.{key}: expected one of {allowed}, got {config[key]!r}")
-    if config.batch_size <= 0 or not config.image_size or config.image_size <= 0:
+    if config.batch_size <= 0 or (not config.audio_samples and (not config.image_size or config.image_size <= 0)):
         raise ValueError(f"data.batch_size, data.image_size: must be > 0, got {config.batch_size}, {config.image_size}")
 
 
@@ -214,6 +214,8 @@ def build_pipeline(
         question_types=source.question_types,
         max_regions=config.max_regions,
         num_frames=config.num_frames or 0,
+        audio_samples=config.audio_samples,
+        audio_random_window=train,
         text_overflow=config.text_overflow,
         bad_records=config.bad_records,
     )

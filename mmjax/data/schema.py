@@ -11,7 +11,7 @@ from mmjax.data.errors import POLICIES
 from mmjax.data.examples import CAPTION_MODES
 from mmjax.data.preprocess import CLIP_MEAN, CLIP_STD
 
-SOURCES = ("shapes", "moving_shapes", "easy_vqa", "fashion_mnist", "jsonl", "tfds")
+SOURCES = ("shapes", "moving_shapes", "spoken_digits", "spoken_captions", "easy_vqa", "fashion_mnist", "jsonl", "tfds")
 TOKENIZERS = ("clip", "bert", "word")
 
 KEYS = {
@@ -46,6 +46,24 @@ KEYS = {
         "num_test": (1_000, "clips in the test split"),
         "num_compositional": (1_000, "clips in the compositional split (held-out motion-shape pairs)"),
     },
+    "spoken_digits": {
+        "seed": (0, "generator seed: same seed, same samples"),
+        "num_train": (3_000, "utterances in the train split"),
+        "num_validation": (300, "utterances in the validation split"),
+        "num_test": (1_000, "utterances in the test split (voices the other splits never use)"),
+    },
+    "spoken_captions": {
+        "seed": (0, "generator seed: same seed, same samples"),
+        "num_train": (5_000, "utterances in the train split"),
+        "num_validation": (500, "utterances in the validation split"),
+        "num_test": (1_000, "utterances in the test split (voices the other splits never use)"),
+    },
+    "audio_samples": (
+        0,
+        "S > 0: the record's audio as waveforms [S] float32 (padded or cut; train: a random window of longer ones) "
+        "with `audio_length`, taken by an audio tower with a frontend; 0: no audio",
+    ),
+    "sample_rate": (16_000, "Hz of the waveforms in batches (jsonl audio is resampled to it)"),
     "image_size": (None, "side S of the model's input images; None: model.image.image_size", None, int),
     "num_frames": (
         None,

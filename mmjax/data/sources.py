@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import numpy as np
 import tensorflow_datasets as tfds
 
-from mmjax.data import builders, jsonl, moving_shapes, real_datasets, shapes
+from mmjax.data import builders, jsonl, moving_shapes, real_datasets, shapes, spoken
 from mmjax.data.schema import SOURCES
 
 
@@ -31,15 +31,25 @@ def _data_dir(config) -> str | None:
     return os.path.expanduser(config.data_dir) if config.data_dir else None
 
 
+# generated sources whose settings are the group `config.data.<source>`
+_GENERATED = {
+    "moving_shapes": builders.moving_shapes_builder,
+    "spoken_digits": builders.spoken_digits_builder,
+    "spoken_captions": builders.spoken_captions_builder,
+}
+# the sources whose records hold audio (read into the batch when data.audio_samples > 0)
+AUDIO_SOURCES = ("spoken_digits", "spoken_captions")
+
+
 def make_builder(config) -> tfds.core.DatasetBuilder:
     """The (unprepared) builder that `config.data.source` names; raises naming the key for unknown values."""
     kind, data_dir = config.source, _data_dir(config)
     if kind == "shapes":
         opts = config.shapes.to_dict() if hasattr(config.shapes, "to_dict") else dict(config.shapes)
         return builders.shapes_builder(data_dir, task=config.task, **opts)
-    if kind == "moving_shapes":
-        group = config.moving_shapes
-        return builders.moving_shapes_builder(data_dir, **(group.to_dict() if hasattr(group, "to_dict") else group))
+    if kind in _GENERATED:
+        group = config[kind]
+        return _GENERATED[kind](data_dir, **(group.to_dict() if hasattr(group, "to_dict") else group))
     if kind == "easy_vqa":
         return real_datasets.easy_vqa_builder(data_dir, config.path, config.limit)
     if kind == "fashion_mnist":
@@ -66,6 +76,8 @@ def available_splits(config) -> tuple[str, ...] | None:
         return tuple(s for s in shapes.SPLITS if config.shapes[f"num_{s}"] > 0)
     if config.source == "moving_shapes":
         return tuple(s for s in moving_shapes.SPLITS if config.moving_shapes[f"num_{s}"] > 0)
+    if config.source in AUDIO_SOURCES:
+        return tuple(s for s in spoken.SPLITS if config[config.source][f"num_{s}"] > 0)
     if config.source in ("easy_vqa", "fashion_mnist"):
         return ("train", "test")
     if config.source == "jsonl":

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -95,10 +96,17 @@ def spoken_digit(seed: int, split: str, index: int) -> dict:
     return {"audio": synthesize(DIGITS[label], **how), "label": label, "text": DIGITS[label], **how}
 
 
-def spoken_caption(seed: int, split: str, index: int, image_size: int = 64) -> dict:
-    """Scene `index` of the still `shapes` world (`split`'s scenes; test: its test scenes) with its first caption
-    spoken: the image, the caption, its waveform and how it was spoken."""
-    scene = shapes.generate(seed, split, index, image_size)
+def object_phrase(caption: str) -> str:
+    """The first object a `shapes` caption names: "a small red square at the left, a ..." -> "a small red square
+    at the left"."""
+    return re.split(r", | and ", caption.rstrip("."), maxsplit=1)[0]
+
+
+def spoken_caption(seed: int, split: str, index: int) -> dict:
+    """Utterance `index` of `split`: an object of scene `index` of the still `shapes` world, described as its first
+    caption does ("a large blue cross at the top": size, colour, shape, place), spoken; its text and waveform, and
+    how it was spoken. One object, not the whole scene: a scene's caption runs to 40 words (15 s of speech)."""
+    scene = shapes.generate(seed, split, index, 32)  # the smallest image: only the caption is used
     how = _delivery(_rng(seed, split, index, 3), split)
-    caption = scene["captions"][0]
-    return {"image": scene["image"], "caption": caption, "audio": synthesize(caption, **how), **how}
+    text = object_phrase(scene["captions"][0])
+    return {"audio": synthesize(text, **how), "text": text, **how}

@@ -8,6 +8,7 @@ from __future__ import annotations
 import flax.linen as nn
 
 from mmjax.encoders.audio import AST, WhisperEncoder, ast_from_vit
+from mmjax.encoders.audio_cnn import SpectrogramCNN
 from mmjax.encoders.audio_frontend import (
     AST_FBANK,
     WHISPER_LOG_MEL,
@@ -30,6 +31,7 @@ TOWERS: dict[str, type[nn.Module]] = {
     "bert": Bert,
     "ast": AST,
     "whisper": WhisperEncoder,
+    "spectrogram_cnn": SpectrogramCNN,
     "regions": RegionEncoder,
     "frame_vit": FrameViT,
     "video_vit": VideoViT,
@@ -67,6 +69,7 @@ __all__ = [
     "RegionEmbeddings",
     "RegionEncoder",
     "ResNet",
+    "SpectrogramCNN",
     "TextTransformer",
     "VideoViT",
     "ViT",

@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mmjax.encoders.audio_frontend import AST_FBANK, tower_spectrograms
 from mmjax.layers import Encoded, PatchEmbed, encoder_like, get_activation, interpolate_posemb, layer_norm
 
 Dtype = jnp.dtype | type
@@ -54,6 +55,9 @@ class AST(nn.Module):
     max_length:  frames the position table was made for (ASTConfig.max_length).
     interpolate_pos_embed: accept another number of frames by bicubically resizing the table's time axis at
                  call time; otherwise any other length is a ValueError (Hugging Face pads or cuts to max_length).
+    frontend:    None (input: spectrograms) or a preset of `audio_frontend.PRESETS` ('ast': ASTFeatureExtractor's
+                 fbank): the input is then waveforms [B, S] (optionally with their lengths [B]), padded or cut to
+                 max_length frames as the extractor does (any length with interpolate_pos_embed).
     """
 
     width: int = 768
@@ -70,6 +74,7 @@ class AST(nn.Module):
     dropout_rate: float = 0.0
     attention_dropout_rate: float = 0.0
     interpolate_pos_embed: bool = False
+    frontend: str | None = None
     attention_impl: str | None = None
     remat: bool = False
     scan: bool = False
@@ -99,7 +104,9 @@ class AST(nn.Module):
         return patch_grid(mels, frames, self.patch_size, self.strides)
 
     @nn.compact
-    def __call__(self, spectrograms, *, train: bool = False) -> Encoded:
+    def __call__(self, spectrograms, lengths=None, *, train: bool = False) -> Encoded:
+        frames = None if self.interpolate_pos_embed else self.max_length
+        spectrograms = tower_spectrograms(spectrograms, lengths, self.frontend, self.num_mel_bins, num_frames=frames)
         grid = self._check_input(spectrograms)
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         # [B, T, F] -> [B, F, T, 1]: frequency is the image height, as Hugging Face's transpose to [B, 1, F, T].
@@ -185,7 +192,7 @@ def ast_from_vit(vit_params: Mapping, ast: AST, *, channel_reduce: str = "sum") 
 
 def _ast_shapes(ast: AST) -> dict:
     spec = jnp.zeros((1, ast.max_length, ast.num_mel_bins), jnp.float32)
-    shapes = jax.eval_shape(ast.init, jax.random.key(0), spec)
+    shapes = jax.eval_shape(ast.clone(frontend=None).init, jax.random.key(0), spec)
     return nn.meta.unbox(shapes["params"])
 
 
@@ -229,6 +236,10 @@ class WhisperEncoder(nn.Module):
                    windows during training, so outputs on short clips differ from those on padded ones).
     The table starts as `sinusoids` and is a parameter so that checkpoints load exactly; keep it frozen to
     train as Whisper did.
+    frontend: None (input: spectrograms) or a preset of `audio_frontend.PRESETS` ('whisper':
+                   WhisperFeatureExtractor): the input is then waveforms [B, S] (optionally with lengths [B]),
+                   zero-padded or cut to the table's window (2 * max_positions frames: 30 s for Whisper's 1500)
+                   as the extractor pads every clip to 30 s.
     """
 
     width: int = 512
@@ -241,6 +252,7 @@ class WhisperEncoder(nn.Module):
     layer_norm_eps: float = 1e-5
     dropout_rate: float = 0.0
     attention_dropout_rate: float = 0.0
+    frontend: str | None = None
     attention_impl: str | None = None
     remat: bool = False
     scan: bool = False
@@ -248,7 +260,11 @@ class WhisperEncoder(nn.Module):
     param_dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, spectrograms, *, train: bool = False) -> Encoded:
+    def __call__(self, spectrograms, lengths=None, *, train: bool = False) -> Encoded:
+        window = 2 * self.max_positions * AST_FBANK.hop_length  # both presets hop 10 ms
+        spectrograms = tower_spectrograms(
+            spectrograms, lengths, self.frontend, self.num_mel_bins, pad_samples=window, num_frames=None
+        )
         if spectrograms.ndim != 3 or spectrograms.shape[-1] != self.num_mel_bins:
             raise ValueError(
                 f"WhisperEncoder expects spectrograms [B, frames, {self.num_mel_bins}], got {tuple(spectrograms.shape)}"

@@ -272,3 +272,27 @@ def ast_features(waveforms: jax.Array, lengths: jax.Array | None = None):
 def whisper_features(waveforms: jax.Array, lengths: jax.Array | None = None):
     """`WhisperFeatureExtractor` in jnp: [B, S] 16 kHz waveforms -> ([B, 3000, 80] features, [B, 3000] mask)."""
     return log_mel(waveforms, WHISPER_LOG_MEL, lengths)
+
+
+# The presets a tower's `frontend` field names: with one set, the tower takes waveforms and computes its own
+# spectrograms inside the model step (on the accelerator), so the data pipeline carries raw audio only.
+PRESETS = {"ast": AST_FBANK, "whisper": WHISPER_LOG_MEL}
+
+
+def tower_spectrograms(inputs, lengths, frontend: str | None, mel_bins: int, **overrides):
+    """What an audio tower's `__call__` starts with: spectrograms [B, T, mel_bins].
+
+    frontend None: `inputs` already are spectrograms (Hugging Face's layout after its feature extractor).
+    Otherwise `inputs` are waveforms [B, S] (or a pair (waveforms, lengths), how the trainer passes audio through
+    a model's visual slot) turned into features by preset `frontend` at `mel_bins` bins, with the tower's own
+    `overrides` of the preset's fields (e.g. AST's frame count)."""
+    if frontend is None:
+        return inputs
+    if frontend not in PRESETS:
+        raise ValueError(f"frontend: expected one of {sorted(PRESETS)} or None, got {frontend!r}")
+    if isinstance(inputs, tuple | list):
+        inputs, lengths = inputs
+    if inputs.ndim != 2:
+        raise ValueError(f"a tower with frontend={frontend!r} takes waveforms [B, samples], got {tuple(inputs.shape)}")
+    config = dataclasses.replace(PRESETS[frontend], mel_bins=mel_bins, **overrides)
+    return log_mel(inputs, config, lengths)[0]

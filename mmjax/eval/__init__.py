@@ -8,7 +8,7 @@ host-side Python.
   retrieval_metrics   "retrieval/{text_to_image,image_to_text}/recall@{1,5,10}"
   zeroshot_metrics    "zeroshot/top1", "zeroshot/top5", "zeroshot/mean_per_class_top1", "zeroshot/<subset>/..."
   vqa_metrics         "vqa/accuracy", "vqa/accuracy/<question type>"
-  captioning_metrics  "captioning/bleu4", "captioning/cider"
+  captioning_metrics  "captioning/bleu4", "captioning/cider", "captioning/wer" (word error rate)
 
 Ties in rankings count against the correct item (`mmjax.eval.ranking`).
 """
@@ -18,6 +18,7 @@ from mmjax.eval.ranking import positive_ranks, recall_at_k
 from mmjax.eval.results import read_eval_json, write_eval_json
 from mmjax.eval.retrieval import retrieval_metrics, retrieval_ranks
 from mmjax.eval.vqa import accuracy_by_type, normalize_answer, vqa_metrics, vqa_scores
+from mmjax.eval.wer import edit_distance, word_error_rate
 from mmjax.eval.zeroshot import (
     DEFAULT_TEMPLATES,
     build_prompts,
@@ -38,6 +39,8 @@ __all__ = [
     "corpus_bleu",
     "encode_class_prompts",
     "normalize_answer",
+    "edit_distance",
+    "word_error_rate",
     "per_class_accuracy",
     "positive_ranks",
     "read_eval_json",

@@ -127,8 +127,12 @@ def cider_d(predictions: Sequence[str], references: Sequence[Sequence[str]], **k
 def captioning_metrics(
     predictions: Sequence[str], references: Sequence[Sequence[str]], *, prefix: str = "captioning"
 ) -> dict[str, float]:
-    """{f"{prefix}/bleu4", f"{prefix}/cider"}: predictions [N] decoded captions, references [N] lists of captions."""
+    """{f"{prefix}/bleu4", f"{prefix}/cider", f"{prefix}/wer"}: predictions [N] decoded captions, references [N]
+    lists of captions. WER (`mmjax.eval.wer`) is the transcription metric: for spoken captions the text is exact."""
+    from mmjax.eval.wer import word_error_rate  # wer imports this module's tokenizer
+
     return {
         f"{prefix}/bleu4": corpus_bleu(predictions, references),
         f"{prefix}/cider": cider_d(predictions, references),
+        f"{prefix}/wer": word_error_rate(predictions, references),
     }

@@ -3,11 +3,12 @@
     forward_flops(ViT.from_variant("B/16"), jnp.zeros((1, 224, 224, 3)))   # 35.2e9 per image
     training_flops(model, *inputs)                                           # 3x the forward (PaLM's convention)
 
-Only contractions count (dot_general, convolutions, fused attention); elementwise work, softmax and the optimizer
-do not, which is the convention MFU figures are published in. The count traces the function abstractly (no
-arrays, no compile), so it is the same on every backend: XLA's own cost analysis is not (on a GPU it sees none of
-the work inside cuBLAS and cuDNN calls). A function's count is what it computes as traced: the forward of a
-rematerialized module counts once, but the gradient of one recomputes it (counted: hardware FLOPs).
+Only contractions count (dot_general, convolutions, fused attention), and FFTs (an audio frontend's spectra: 5 N
+log2 N per length-N transform, the radix-2 count); elementwise work, softmax and the optimizer do not, which is the
+convention MFU figures are published in. The count traces the function abstractly (no arrays, no compile), so it is
+the same on every backend: XLA's own cost analysis is not (on a GPU it sees none of the work inside cuBLAS and cuDNN
+calls). A function's count is what it computes as traced: the forward of a rematerialized module counts once, but
+the gradient of one recomputes it (counted: hardware FLOPs).
 """
 
 from __future__ import annotations
@@ -46,6 +47,14 @@ def _fused_attention(eqn) -> float:
     return 2 * forward if "bwd" in eqn.primitive.name else forward
 
 
+def _fft(eqn) -> float:
+    # fft_lengths: the transform's last axes; the input's leading axes are the batch of transforms
+    lengths = eqn.params["fft_lengths"]
+    n = math.prod(lengths)
+    transforms = math.prod(eqn.invars[0].aval.shape[: -len(lengths)])
+    return 5.0 * transforms * n * math.log2(n)
+
+
 def _sub_jaxprs(eqn):
     for value in eqn.params.values():
         for item in value if isinstance(value, (tuple, list)) else (value,):
@@ -63,6 +72,8 @@ def jaxpr_flops(jaxpr) -> float:
             total += _dot_general(eqn)
         elif name == "conv_general_dilated":
             total += _conv(eqn)
+        elif name == "fft":
+            total += _fft(eqn)
         elif "dot_product_attention" in name or "fused_attention" in name:
             total += _fused_attention(eqn)
         elif name == "scan":

@@ -153,7 +153,7 @@ def greedy_decode(model: Captioner, variables, pixel_values, *, max_length: int 
     """
     length = _decoding_length(model, max_length)
     memory = model.apply(variables, pixel_values, method=Captioner.encode)
-    batch = pixel_values.shape[0]
+    batch = memory.tokens.shape[0]
     cache, step = _stepper(model, variables, memory, batch, length, use_cache)
 
     def body(state):
@@ -197,8 +197,8 @@ def beam_search(
     if beam_size > model.vocab_size - 2:
         raise ValueError(f"beam_size {beam_size} exceeds the {model.vocab_size - 2} tokens decoding can emit")
     k, vocab = beam_size, model.vocab_size
-    batch = pixel_values.shape[0]
     memory = model.apply(variables, pixel_values, method=Captioner.encode)
+    batch = memory.tokens.shape[0]  # pixel_values may be a pair (audio waveforms, lengths)
     memory = jax.tree.map(lambda a: jnp.repeat(a, k, axis=0), memory)  # [B * K, ...], beam-major per example
     cache, step = _stepper(model, variables, memory, batch * k, length, use_cache=True)
     pad_only = jnp.where(jnp.arange(vocab) == model.pad_id, 0.0, -jnp.inf)

@@ -86,7 +86,7 @@ class Retrieval(Evaluator):
         ids, mask = batch["input_ids"], batch["attention_mask"]
         b, k, t = ids.shape
         text = self.task.encode_text(params, ids.reshape(b * k, t), mask.reshape(b * k, t)).reshape(b, k, -1)
-        image = self.task.encode_image(params, batch["image"])
+        image = self.task.encode_image(params, self.task.media(batch))
         return {"image": image, "text": text, "caption_mask": batch["caption_mask"]}
 
     def metrics(self, out):
@@ -113,7 +113,7 @@ class ZeroShot(Evaluator):
         self.encode_text = jax.jit(task.encode_text, compiler_options=self.compiler_options)
 
     def predict(self, params, batch):
-        return {"image": self.task.encode_image(params, batch["image"]), "label": batch["label"]}
+        return {"image": self.task.encode_image(params, self.task.media(batch)), "label": batch["label"]}
 
     def run(self, params, mesh, split: str | None = None):
         def encode_text(texts):
@@ -172,7 +172,7 @@ class Captioning(Evaluator):
 
     def predict(self, params, batch):
         return {
-            "tokens": self.task.generate(params, batch["image"]),
+            "tokens": self.task.generate(params, self.task.media(batch)),
             "references": batch["input_ids"],
             "caption_mask": batch["caption_mask"],
         }

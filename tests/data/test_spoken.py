@@ -49,12 +49,17 @@ def test_without_espeak_the_error_names_the_package(monkeypatch):
         sp._espeak.cache_clear()
 
 
-def test_a_spoken_caption_is_the_scene_s_first_caption():
-    c = sp.spoken_caption(0, "train", 2, image_size=32)
+def test_a_spoken_caption_names_the_first_object_of_the_scene_s_caption():
     from mmjax.data import shapes
 
-    assert c["caption"] == shapes.generate(0, "train", 2, 32)["captions"][0]
-    assert c["image"].shape == (32, 32, 3) and c["audio"].size > sp.SAMPLE_RATE  # a sentence: over a second
+    c = sp.spoken_caption(0, "train", 0)
+    caption = shapes.generate(0, "train", 0, 32)["captions"][0]
+    assert caption.startswith(c["text"] + ", ") and c["text"].startswith("a ") and "," not in c["text"]
+    assert sp.object_phrase("a large blue cross at the top and a small purple diamond at the bottom.") == (
+        "a large blue cross at the top"
+    )
+    assert sp.object_phrase("a large blue cross at the top.") == "a large blue cross at the top"
+    assert sp.SAMPLE_RATE < c["audio"].size < 5 * sp.SAMPLE_RATE  # a phrase: a second or a few
 
 
 def test_the_builder_stores_the_synthesised_digits(tmp_path):

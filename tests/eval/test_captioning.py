@@ -74,9 +74,9 @@ def test_cider_several_references_length_penalty_and_empty_prediction():
     assert image0 == pytest.approx(3.371693, abs=1e-6)
 
 
-def test_all_empty_predictions_score_zero():
+def test_all_empty_predictions_score_zero_and_miss_every_word():
     metrics = captioning_metrics(["", None], [["a cat"], ["a dog", "the dog"]])
-    assert metrics == {"captioning/bleu4": 0.0, "captioning/cider": 0.0}
+    assert metrics == {"captioning/bleu4": 0.0, "captioning/cider": 0.0, "captioning/wer": 1.0}
 
 
 def test_bad_references_are_an_error():

@@ -47,6 +47,11 @@ SPECS = (
     "video_shapes.py:tiny",
     "video_shapes.py:tiny,temporal=mean",
     "video_shapes.py:tiny,task=retrieval",
+    "audio_digits.py:tiny",
+    "audio_digits.py:tiny,encoder=cnn",
+    "audio_digits.py:tiny,encoder=whisper",
+    "audio_captions.py:tiny",
+    "audio_captions.py:tiny,task=transcription",
 )
 # The mesh the PartitionSpecs are pinned on: 8 fake CPU devices (tests/conftest.py) under the fsdp_tp preset.
 SHARDING = "fsdp_tp"

@@ -26,6 +26,8 @@ SMALL_DATA = {
     "easy_vqa": ["data.limit=64"],
     "moving_shapes": ["data.moving_shapes.num_train=64", "data.moving_shapes.num_validation=16",
                       "data.moving_shapes.num_test=16", "data.moving_shapes.num_compositional=16"],
+    **{source: [f"data.{source}.num_train=64", f"data.{source}.num_validation=16", f"data.{source}.num_test=16"]
+       for source in ("spoken_digits", "spoken_captions")},
 }  # fmt: skip
 
 

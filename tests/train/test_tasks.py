@@ -29,6 +29,9 @@ CASES = {
     "vqa_easy": ("vqa_easy.py:tiny", "vqa/accuracy/shape"),
     "captioning": ("caption_shapes.py:tiny", "captioning/cider"),
     "clip": ("clip_shapes.py:tiny", "retrieval/text_to_image/recall@5"),
+    "audio_classification_ast": ("audio_digits.py:tiny", "classification/accuracy"),
+    "audio_retrieval_cnn": ("audio_captions.py:tiny,encoder=cnn", "retrieval/text_to_image/recall@5"),
+    "audio_transcription_whisper": ("audio_captions.py:tiny,task=transcription,encoder=whisper", "captioning/wer"),
 }
 
 

@@ -77,13 +77,24 @@ class Task:
 
     def init_batch(self) -> dict[str, np.ndarray]:
         """One example with the shapes the model is initialized with (image-text by default)."""
-        size, length = self.config.data.image_size, self.config.data.tokenizer.max_length
-        frames = (self.config.data.num_frames,) if self.config.data.num_frames else ()  # a clip [T, S, S, 3]
-        return {
-            "image": np.zeros((1, *frames, size, size, 3), np.float32),
-            "input_ids": np.zeros((1, length), np.int32),
-            "attention_mask": np.ones((1, length), np.int32),
-        }
+        data, length = self.config.data, self.config.data.tokenizer.max_length
+        text = {"input_ids": np.zeros((1, length), np.int32), "attention_mask": np.ones((1, length), np.int32)}
+        if data.audio_samples:
+            samples = data.audio_samples
+            return {
+                "audio": np.zeros((1, samples), np.float32),
+                "audio_length": np.full((1,), samples, np.int32),
+            } | text
+        frames = (data.num_frames,) if data.num_frames else ()  # a clip [T, S, S, 3]
+        return {"image": np.zeros((1, *frames, data.image_size, data.image_size, 3), np.float32)} | text
+
+    @staticmethod
+    def media(batch):
+        """What the model's visual slot takes from a batch: pixels [B, S, S, 3], a clip [B, T, S, S, 3], or audio as
+        (waveforms [B, S], lengths [B]) for a tower with a frontend."""
+        if "audio" in batch:
+            return batch["audio"], batch["audio_length"]
+        return batch["image"]
 
     def step_batch(self, batch_size: int) -> dict[str, np.ndarray]:
         """A batch of `batch_size` placeholder examples holding every key the train step reads: what

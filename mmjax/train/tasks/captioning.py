@@ -50,12 +50,12 @@ class CaptioningTask(Task):
         )
 
     def init(self, rng, batch):
-        return self.model.init(rng, batch["image"], batch["input_ids"], batch["attention_mask"])["params"]
+        return self.model.init(rng, self.media(batch), batch["input_ids"], batch["attention_mask"])["params"]
 
     def loss(self, params, batch, rng):
         mask = batch["attention_mask"]
         ids = jnp.where(mask > 0, batch["input_ids"], self.pad_id)
-        logits = self.model.apply({"params": params}, batch["image"], ids, mask, train=True, rngs={"dropout": rng})
+        logits = self.model.apply({"params": params}, self.media(batch), ids, mask, train=True, rngs={"dropout": rng})
         # logits[:, t] predicts token t + 1; the end token is a target, padding is not.
         return losses.masked_cross_entropy(logits[:, :-1], ids[:, 1:], mask[:, 1:])
 

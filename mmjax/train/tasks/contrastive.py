@@ -65,12 +65,12 @@ class ContrastiveTask(Task):
         )
 
     def init(self, rng, batch):
-        return self.model.init(rng, batch["image"], batch["input_ids"], batch["attention_mask"])["params"]
+        return self.model.init(rng, self.media(batch), batch["input_ids"], batch["attention_mask"])["params"]
 
     def loss(self, params, batch, rng):
         out = self.model.apply(
             {"params": params},
-            batch["image"],
+            self.media(batch),
             batch["input_ids"],
             batch["attention_mask"],
             train=True,
@@ -87,7 +87,7 @@ class ContrastiveTask(Task):
         def embed(p, mb, key):
             p = freeze(p)
             image = self.model.apply(
-                {"params": p}, mb["image"], train=True, rngs={"dropout": key}, method="encode_image"
+                {"params": p}, self.media(mb), train=True, rngs={"dropout": key}, method="encode_image"
             )
             text = self.model.apply(
                 {"params": p},

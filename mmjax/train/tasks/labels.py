@@ -141,7 +141,7 @@ class LabelTask(Task):
     def model_inputs(self, batch) -> tuple[tuple, dict]:
         """The model's (args, kwargs) for a batch: one place for init and apply."""
         text = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
-        visual = {"pixel_values": batch["image"]} if self.config.model.visual == "grid" else self.regions(batch)
+        visual = {"pixel_values": self.media(batch)} if self.config.model.visual == "grid" else self.regions(batch)
         return MODEL_KINDS[self.config.model.kind].inputs(text, visual)
 
     def regions(self, batch) -> dict:

@@ -1,0 +1,89 @@
+"""Spoken descriptions of `shapes` objects ("a large blue cross at the top", eSpeak NG, built offline): audio-text
+retrieval (CLAP's recipe: a CLIP whose image side is an audio tower) or transcription (the captioner over an audio
+tower, word error rate). The test split is spoken by voices training never hears.
+
+    mmjax train --config configs/audio_captions.py --workdir runs/clap                        # retrieval
+    mmjax train --config configs/audio_captions.py:task=transcription --workdir runs/asr      # transcription
+    mmjax train --config configs/audio_captions.py:encoder=cnn --workdir runs/clap_cnn        # another tower
+    mmjax train --config configs/audio_captions.py:tiny --workdir /tmp/a
+"""
+
+import pathlib
+import sys
+
+import ml_collections
+
+sys.path.insert(0, str(pathlib.Path(__file__).parent))
+
+from common import deep_update, parse_arg, tiny_schedule  # noqa: E402
+
+VARIANTS = {
+    "tiny": "seconds on a CPU (64 utterances, small towers)",
+    "task=retrieval|transcription": "audio-text contrastive training (default) or transcription",
+    "encoder=ast|cnn|whisper": "the audio tower",
+}
+ARGS = {"task": "retrieval", "encoder": "ast"}
+SAMPLES = 56_000  # 3.5 s at 16 kHz: the longest phrase, spoken slowly, is 3.4 s
+MELS = 64
+
+
+def tower(encoder: str) -> dict:
+    """The audio tower for 3.5 s clips: 348 frames of 64 mel bins."""
+    if encoder == "ast":
+        # 16x16 patches without overlap: 4 x 21 = 84 patches (overlapping ones would give 5 x 34)
+        return {"name": "ast", "frontend": "ast", "num_mel_bins": MELS, "max_length": 348, "frequency_stride": 16,
+                "time_stride": 16, "width": 128, "depth": 4, "num_heads": 4}  # fmt: skip
+    if encoder == "whisper":
+        return {"name": "whisper", "frontend": "whisper", "num_mel_bins": MELS, "max_positions": SAMPLES // 320,
+                "width": 128, "depth": 4, "num_heads": 4}  # fmt: skip
+    if encoder == "cnn":
+        return {"name": "spectrogram_cnn", "frontend": "ast", "num_mel_bins": MELS, "channels": (32, 64, 128),
+                "width": 128}  # fmt: skip
+    raise ValueError(f"encoder must be 'ast', 'cnn' or 'whisper', got {encoder!r}")
+
+
+def get_config(arg=None):
+    a = parse_arg(arg, **ARGS)
+    c = {
+        "data": {
+            "source": "spoken_captions",
+            "audio_samples": SAMPLES,
+            "tokenizer": {"kind": "word", "path": "shapes", "max_length": 12},
+        },
+        "optim": {"lr": 1e-3, "warmup_steps": 100, "weight_decay": 0.05},
+        "batch_size": 64,
+        "total_steps": 2000,
+        "log_every": 50,
+        "eval_every": 500,
+        "checkpoint_every": 500,
+    }
+    if a["task"] == "retrieval":
+        c["task"] = "contrastive"
+        c["model"] = {
+            "image": tower(a["encoder"]),
+            "text": {"name": "clip_text", "width": 128, "depth": 2, "num_heads": 4, "max_length": 12},
+            "embed_dim": 128,
+        }
+        c["evals"] = {"retrieval": {"split": "test"}}
+    elif a["task"] == "transcription":
+        c["task"] = "captioning"
+        c["model"] = {"image": tower(a["encoder"]), "width": 128, "num_layers": 2, "num_heads": 4}
+        c["evals"] = {"captioning": {"split": "test"}}
+    else:
+        raise ValueError(f"task must be 'retrieval' or 'transcription', got {a['task']!r}")
+    if a["tiny"]:
+        small = {"ast": {"width": 32, "depth": 1, "num_heads": 2}, "whisper": {"width": 32, "depth": 1, "num_heads": 2},
+                 "cnn": {"channels": (8, 16, 32), "width": 32}}  # fmt: skip
+        deep_update(
+            c,
+            {
+                "data": {"spoken_captions": {"num_train": 64, "num_validation": 16, "num_test": 16}},
+                "model": {"image": small[a["encoder"]]},
+            },
+        )
+        if a["task"] == "retrieval":
+            deep_update(c, {"model": {"text": {"width": 32, "depth": 1, "num_heads": 2}, "embed_dim": 16}})
+        else:
+            deep_update(c, {"model": {"width": 32, "num_layers": 1, "num_heads": 2}})
+        tiny_schedule(c)
+    return ml_collections.ConfigDict(c)
