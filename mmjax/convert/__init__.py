@@ -162,10 +162,11 @@ def save_pretrained(
 
     transformers' `CLIPModel.from_pretrained(path)` (`SiglipModel`, `BertModel`, ...) loads it back and computes
     the same outputs. A CLIP exports as CLIPModel, or as SiglipModel when it has a logit bias; a ViT as
-    SiglipVisionModel and a TextTransformer as SiglipTextModel (SigLIP's towers). Works for scanned models (layers
-    are unstacked). Raises ValueError naming the field when the model has something the Hugging Face class cannot
-    represent (a ResNet image tower, a CLIP with both projections and a logit bias, ...), and
-    CheckpointMismatchError when `variables` do not match the model.
+    SiglipVisionModel and a TextTransformer as SiglipTextModel (SigLIP's towers); a WhisperEncoderModel as a
+    WhisperModel without decoder weights (transformers initialises its one-layer decoder; hf_whisper.py). Works
+    for scanned models (layers are unstacked). Raises ValueError naming the field when the model has something the
+    Hugging Face class cannot represent (a ResNet image tower, a CLIP with both projections and a logit bias,
+    ...), and CheckpointMismatchError when `variables` do not match the model.
     """
     converter = _converter_for_model(model)
     config = converter.export_config(model)

@@ -1,7 +1,9 @@
-"""The encoder of WhisperModel / WhisperForConditionalGeneration: parity with transformers, shorter inputs."""
+"""The encoder of WhisperModel / WhisperForConditionalGeneration: parity with transformers, shorter inputs, and
+export back to transformers (encoder weights only; transformers initialises the decoder)."""
 
 from __future__ import annotations
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,9 +12,10 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from hf_oracle import assert_parity, randomize_  # noqa: E402
+from hf_oracle import assert_parity, perturb_params, randomize_  # noqa: E402
 
 from mmjax.convert import load_pretrained, save_pretrained  # noqa: E402
+from mmjax.encoders import WhisperEncoder  # noqa: E402
 from mmjax.models import WhisperEncoderModel  # noqa: E402
 
 # Odd sizes: 3 heads of 16, MLP 70, 24 mel bins, 15 positions (30 frames), a 1-layer decoder to be skipped.
@@ -88,8 +91,55 @@ def test_whisper_encoder_takes_shorter_inputs(tmp_path):
         model.apply(variables, input_features=jnp.zeros((1, 24, 32)))
 
 
-def test_whisper_encoder_does_not_export(tmp_path):
-    tiny_whisper().save_pretrained(tmp_path / "hf", safe_serialization=True)
-    model, variables = load_pretrained(tmp_path / "hf")
-    with pytest.raises(ValueError, match="decoder"):
-        save_pretrained(model, variables, tmp_path / "out")
+@pytest.mark.parametrize("scan", [False, True])
+def test_whisper_encoder_round_trips(scan, tmp_path):
+    hf = tiny_whisper("WhisperForConditionalGeneration", seed=3)
+    hf.save_pretrained(tmp_path / "hf", safe_serialization=True)
+    model, variables = load_pretrained(tmp_path / "hf", scan=scan)
+    save_pretrained(model, variables, tmp_path / "ours")
+    # load -> save -> load in mmjax: the same model and bit-identical parameters.
+    back, back_vars = load_pretrained(tmp_path / "ours", scan=scan)
+    assert back == model
+    want, got = jax.tree.leaves_with_path(variables), jax.tree.leaves_with_path(back_vars)
+    assert [p for p, _ in want] == [p for p, _ in got]
+    for (path, w), (_, g) in zip(want, got):
+        np.testing.assert_array_equal(np.asarray(g), np.asarray(w), err_msg=jax.tree_util.keystr(path))
+    # transformers -> mmjax -> transformers: the encoder's tensors come back bit-identical.
+    want, got = encoder_of(hf).state_dict(), transformers.WhisperModel.from_pretrained(tmp_path / "ours").encoder
+    assert sorted(want) == sorted(got.state_dict())
+    for key, value in got.state_dict().items():
+        np.testing.assert_array_equal(value.numpy(), want[key].numpy(), err_msg=key)
+
+
+@pytest.mark.parametrize(
+    "cls_name", ["WhisperModel", "WhisperForConditionalGeneration", "WhisperForAudioClassification"]
+)
+def test_mmjax_whisper_encoder_exports_to_transformers(cls_name, tmp_path):
+    # Odd sizes unlike TINY's: 4 heads of 9, MLP left to 4 x width, 17 mel bins, 11 positions (22 frames).
+    enc = WhisperEncoder(width=36, depth=2, num_heads=4, num_mel_bins=17, max_positions=11, activation="gelu_tanh")
+    model = WhisperEncoderModel(enc)
+    x = np.random.default_rng(4).normal(size=(2, 17, 22)).astype(np.float32)
+    # Every value redrawn, the position table included: transformers must keep it, not rewrite its sinusoids.
+    shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.asarray(x))
+    variables = {"params": perturb_params(nn.meta.unbox(shapes["params"]), seed=5)}
+    save_pretrained(model, variables, tmp_path)
+    hf, info = getattr(transformers, cls_name).from_pretrained(tmp_path, output_loading_info=True)
+    assert not info["unexpected_keys"] and not info["mismatched_keys"], info
+    # Only what is not the encoder (decoder, heads) is missing, and transformers initialised it.
+    assert info["missing_keys"] and not any(
+        k.removeprefix("model.").startswith("encoder.") for k in info["missing_keys"]
+    )
+    c = hf.config
+    assert (c.encoder_ffn_dim, c.activation_function, c.decoder_layers, c.vocab_size) == (144, "gelu_new", 1, 51865)
+    table = variables["params"]["encoder"]["pos_embedding"]
+    np.testing.assert_array_equal(encoder_of(hf).embed_positions.weight.detach().numpy(), table)
+    with torch.no_grad():
+        want = encoder_of(hf.eval())(input_features=torch.tensor(x)).last_hidden_state.numpy()
+    diffs = assert_parity(run(model, variables, x), {"last_hidden_state": want})
+    print(f"mmjax -> transformers {cls_name} encoder max abs diffs: {diffs}")
+
+
+def test_whisper_encoder_refuses_what_it_cannot_export(tmp_path):
+    model = WhisperEncoderModel(WhisperEncoder(width=12, depth=1, num_heads=2, layer_norm_eps=1e-6))
+    with pytest.raises(ValueError, match="layer_norm_eps"):
+        save_pretrained(model, {"params": {}}, tmp_path)
