@@ -21,6 +21,7 @@ from mmjax.encoders.regions import RegionEmbeddings, RegionEncoder
 from mmjax.encoders.resnet import RESNET_DEPTHS, ResNet
 from mmjax.encoders.text import Bert, BertEmbeddings, TextTransformer
 from mmjax.encoders.video import DividedVideoViT, FactorisedVideoViT, VideoViT, inflate_vit
+from mmjax.encoders.video_cnn import Conv2Plus1D, VideoResNet, mid_width
 from mmjax.encoders.vit import VIT_SIZES, ViT, vit_variant
 
 TOWERS: dict[str, type[nn.Module]] = {
@@ -35,6 +36,7 @@ TOWERS: dict[str, type[nn.Module]] = {
     "video_vit": VideoViT,
     "video_vit_factorised": FactorisedVideoViT,
     "video_vit_divided": DividedVideoViT,
+    "video_resnet": VideoResNet,
 }
 
 
@@ -60,6 +62,7 @@ __all__ = [
     "WHISPER_LOG_MEL",
     "Bert",
     "BertEmbeddings",
+    "Conv2Plus1D",
     "FrameViT",
     "LogMelConfig",
     "DividedVideoViT",
@@ -68,6 +71,7 @@ __all__ = [
     "RegionEncoder",
     "ResNet",
     "TextTransformer",
+    "VideoResNet",
     "VideoViT",
     "ViT",
     "ast_features",
@@ -75,6 +79,7 @@ __all__ = [
     "ast_from_vit",
     "build_tower",
     "log_mel",
+    "mid_width",
     "inflate_vit",
     "vit_variant",
     "whisper_features",

@@ -47,6 +47,10 @@ SPECS = (
     "video_shapes.py:tiny",
     "video_shapes.py:tiny,temporal=mean",
     "video_shapes.py:tiny,task=retrieval",
+    "video_shapes.py:tiny,tower=video_vit",
+    "video_shapes.py:tiny,tower=video_vit_factorised",
+    "video_shapes.py:tiny,tower=video_vit_divided",
+    "video_shapes.py:tiny,tower=video_resnet",
 )
 # The mesh the PartitionSpecs are pinned on: 8 fake CPU devices (tests/conftest.py) under the fsdp_tp preset.
 SHARDING = "fsdp_tp"
