@@ -7,7 +7,9 @@
 The tower is a `frame_vit` (an image ViT on every frame, then a temporal transformer over the frames, CLIP4Clip's
 recipe); `:temporal=mean` averages the frames instead, which cannot see their order: six of the eight motions
 are each other's time reversal (left/right, up/down, grows/shrinks), so that model is the control that proves the
-other uses time.
+other uses time. `:tower=` picks another video tower at a comparable size for 32 px, 8-frame clips: a tubelet
+transformer (`video_vit`, `video_vit_factorised`, `video_vit_divided`; tubelets of 2 frames x 8 x 8 px) or a 3-D
+CNN (`video_resnet`: R3D-18's layout at a quarter of its width; `--config.model.image.block=2plus1d` for R(2+1)D).
 """
 
 import pathlib
@@ -23,8 +25,33 @@ VARIANTS = {
     "tiny": "seconds on a CPU (64 clips, small towers)",
     "task=classification|retrieval": "action recognition (default) or video-text contrastive training",
     "temporal=transformer|mean": "frames through a temporal transformer (default) or averaged (order-blind control)",
+    "tower=frame_vit|video_vit|video_vit_factorised|video_vit_divided|video_resnet": "the video tower "
+    "(default frame_vit; temporal= applies to it alone)",
 }
-ARGS = {"task": "classification", "temporal": "transformer"}
+ARGS = {"task": "classification", "temporal": "transformer", "tower": "frame_vit"}
+
+# Tubelet transformers at the frame tower's sizes; ViViT's 2-frame tubelets leave 4 time steps of 4 x 4 patches.
+_TUBELETS = {"width": 128, "depth": 4, "num_heads": 4, "patch_size": 8, "image_size": 32, "tubelet_size": 2}
+OTHER_TOWERS = {
+    "video_vit": _TUBELETS,
+    "video_vit_factorised": {**_TUBELETS, "temporal_depth": 2},
+    "video_vit_divided": _TUBELETS,
+    # R3D-18's stages at a quarter width (2.1M parameters) with a quarter of its groups, so each GroupNorm group
+    # holds as many channels as there; time halves in the last two stages only, so an 8-frame clip ends as 2 time
+    # steps of 2 x 2 positions (the stem and stages 2-4 halve space)
+    "video_resnet": {
+        "widths": (16, 32, 64, 128),
+        "depths": (2, 2, 2, 2),
+        "temporal_strides": (1, 1, 2, 2),
+        "num_groups": 8,
+    },
+}
+TINY_TOWERS = {
+    "video_vit": {"width": 32, "depth": 1, "num_heads": 2},
+    "video_vit_factorised": {"width": 32, "depth": 1, "num_heads": 2, "temporal_depth": 1},
+    "video_vit_divided": {"width": 32, "depth": 1, "num_heads": 2},
+    "video_resnet": {"widths": (8, 8, 16, 16), "depths": (1, 1, 1, 1), "num_groups": 4},
+}
 
 
 def get_config(arg=None):
@@ -33,6 +60,10 @@ def get_config(arg=None):
         raise ValueError(f"task must be 'classification' or 'retrieval', got {a['task']!r}")
     if a["temporal"] not in ("transformer", "mean"):
         raise ValueError(f"temporal must be 'transformer' or 'mean', got {a['temporal']!r}")
+    if a["tower"] not in ("frame_vit", *OTHER_TOWERS):
+        raise ValueError(f"tower must be one of {['frame_vit', *OTHER_TOWERS]}, got {a['tower']!r}")
+    if a["tower"] != "frame_vit" and a["temporal"] != "transformer":
+        raise ValueError(f"temporal={a['temporal']} is frame_vit's option; tower={a['tower']} has no frame mean")
     video = {
         "name": "frame_vit",
         "width": 128,
@@ -43,6 +74,8 @@ def get_config(arg=None):
         "num_frames": 8,
         "temporal_depth": 2 if a["temporal"] == "transformer" else 0,
     }
+    if a["tower"] != "frame_vit":
+        video = {"name": a["tower"], "num_frames": 8, **OTHER_TOWERS[a["tower"]]}
     c = {
         "data": {
             "source": "moving_shapes",
@@ -56,6 +89,8 @@ def get_config(arg=None):
         "eval_every": 500,
         "checkpoint_every": 500,
     }
+    if a["tower"] == "video_resnet":
+        c["data"]["image_size"] = 32  # a CNN takes any frame size: the data states it
     if a["task"] == "classification":
         c["task"] = "classification"
         c["model"] = {"kind": "tower", "image": video, "num_classes": 8}
@@ -69,20 +104,17 @@ def get_config(arg=None):
         }
         c["evals"] = {"retrieval": {"split": "test"}}
     if a["tiny"]:
+        if a["tower"] == "frame_vit":
+            tiny = {"width": 32, "depth": 1, "num_heads": 2, "temporal_depth": min(1, video["temporal_depth"])}
+        else:
+            tiny = TINY_TOWERS[a["tower"]]
         deep_update(
             c,
             {
                 "data": {
                     "moving_shapes": {"num_train": 64, "num_validation": 16, "num_test": 16, "num_compositional": 16}
                 },
-                "model": {
-                    "image": {
-                        "width": 32,
-                        "depth": 1,
-                        "num_heads": 2,
-                        "temporal_depth": min(1, video["temporal_depth"]),
-                    }
-                },
+                "model": {"image": tiny},
             },
         )
         if a["task"] == "retrieval":

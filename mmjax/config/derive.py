@@ -4,6 +4,7 @@ A key the config states wins; the other side follows it; when both sides are sta
 both keys. Which keys were stated is read from the raw (file + overrides) dict, not guessed from values.
 
   data.image_size <-> model.image.image_size      the pipeline feeds the size the image tower was built for
+  data.num_frames <-> model.image.num_frames      ... and the clip length a video tower was built for
   data.audio_samples -> model.image                audio goes to a tower with a frontend, long enough for it
   data.tokenizer.max_length  <= model.text.max_length (None: equal to it; longer: the unstated table follows)
   model.text.vocab_size      >= the tokenizer's vocabulary (unset: equal to it)
@@ -103,6 +104,12 @@ def _num_frames(config: dict, raw: Mapping) -> None:
                 "still images; choose a video tower (frame_vit, video_vit, ...) or unset data.num_frames"
             )
         return
+    if image["num_frames"] is None:  # a tower that takes any clip length (video_resnet): the data says how long
+        if not data["num_frames"]:
+            raise ConfigError(
+                f"config key 'data.num_frames' must be set: model.image ({image['name']!r}) takes clips of any length"
+            )
+        image["num_frames"] = data["num_frames"]
     if stated(raw, "data.num_frames") and data["num_frames"] != image["num_frames"]:
         raise ConfigError(
             f"config keys 'data.num_frames' ({data['num_frames']}) and 'model.image.num_frames' "

@@ -22,6 +22,7 @@ from mmjax.encoders.regions import RegionEmbeddings, RegionEncoder
 from mmjax.encoders.resnet import RESNET_DEPTHS, ResNet
 from mmjax.encoders.text import Bert, BertEmbeddings, TextTransformer
 from mmjax.encoders.video import DividedVideoViT, FactorisedVideoViT, VideoViT, inflate_vit
+from mmjax.encoders.video_cnn import Conv2Plus1D, VideoResNet, mid_width
 from mmjax.encoders.vit import VIT_SIZES, ViT, vit_variant
 
 TOWERS: dict[str, type[nn.Module]] = {
@@ -37,6 +38,7 @@ TOWERS: dict[str, type[nn.Module]] = {
     "video_vit": VideoViT,
     "video_vit_factorised": FactorisedVideoViT,
     "video_vit_divided": DividedVideoViT,
+    "video_resnet": VideoResNet,
 }
 
 
@@ -62,6 +64,7 @@ __all__ = [
     "WHISPER_LOG_MEL",
     "Bert",
     "BertEmbeddings",
+    "Conv2Plus1D",
     "FrameViT",
     "LogMelConfig",
     "DividedVideoViT",
@@ -71,6 +74,7 @@ __all__ = [
     "ResNet",
     "SpectrogramCNN",
     "TextTransformer",
+    "VideoResNet",
     "VideoViT",
     "ViT",
     "ast_features",
@@ -78,6 +82,7 @@ __all__ = [
     "ast_from_vit",
     "build_tower",
     "log_mel",
+    "mid_width",
     "inflate_vit",
     "vit_variant",
     "whisper_features",

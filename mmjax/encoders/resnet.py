@@ -48,13 +48,15 @@ _WS_EPS = 1e-5  # big_vision's weight-standardization epsilon
 
 
 def weight_standardize(kernel: jax.Array, eps: float = _WS_EPS) -> jax.Array:
-    """Zero mean, unit std per output channel over (kh, kw, in): [kh, kw, in, out] -> same shape and dtype.
+    """Zero mean, unit std per output channel over every other axis: [kh, kw, in, out] (or [kt, kh, kw, in, out])
+    -> same shape and dtype.
 
     Computed in float32 so a bfloat16 `param_dtype` does not lose the mean subtraction to rounding.
     """
     w = kernel.astype(jnp.float32)
-    w = w - jnp.mean(w, axis=(0, 1, 2), keepdims=True)
-    w = w / (jnp.std(w, axis=(0, 1, 2), keepdims=True) + eps)
+    fan_in = tuple(range(kernel.ndim - 1))
+    w = w - jnp.mean(w, axis=fan_in, keepdims=True)
+    w = w / (jnp.std(w, axis=fan_in, keepdims=True) + eps)
     return w.astype(kernel.dtype)
 
 

@@ -138,3 +138,9 @@ def test_clip_lengths_that_cannot_work_fail_before_anything_runs(tmp_path):
     still = str(pathlib.Path(__file__).resolve().parents[2] / "configs" / "clip_shapes.py:tiny")
     with pytest.raises(mmconfig.ConfigError, match=r"'data.num_frames' is 4 but model.image \('vit'\) takes still"):
         mmconfig.load_config(still, ["data.num_frames=4"])
+    # a tower that takes any length (num_frames=None) is fed the clips the data states, and needs it stated
+    cnn = str(pathlib.Path(__file__).resolve().parents[2] / "configs" / "video_shapes.py:tiny,tower=video_resnet")
+    with pytest.raises(mmconfig.ConfigError, match=r"'data.num_frames' must be set: model.image \('video_resnet'\)"):
+        mmconfig.load_config(cnn, ["model.image.num_frames=None"])
+    config = mmconfig.load_config(cnn, ["model.image.num_frames=None", "data.num_frames=4"])
+    assert config.model.image.num_frames == config.data.num_frames == 4

@@ -73,6 +73,7 @@ def test_task_trains_and_its_eval_is_independent_of_eval_batching(case, data_dir
         "vqa_shapes.py:tiny,text=minilm",
         "video_shapes.py:tiny",
         "video_shapes.py:tiny,task=retrieval",
+        "video_shapes.py:tiny,tower=video_resnet",
     ],
 )
 def test_the_other_shipped_configs_train_and_evaluate_at_tiny_size(spec, data_dir, tmp_path):
