@@ -46,6 +46,7 @@ KEYS = {
         "num_test": (1_000, "clips in the test split"),
         "num_compositional": (1_000, "clips in the compositional split (held-out motion-shape pairs)"),
     },
+    "sample_rate": (16_000, "Hz of the waveforms in batches (jsonl audio is resampled to it)"),
     "image_size": (None, "side S of the model's input images; None: model.image.image_size", None, int),
     "num_frames": (
         None,
@@ -54,6 +55,7 @@ KEYS = {
         None,
         int,
     ),
+    "max_frames": (64, "jsonl video: frames stored per clip, at most (longer clips: spread evenly over the clip)"),
     "mean": (CLIP_MEAN, "per-channel mean subtracted after scaling to [0, 1]"),
     "std": (CLIP_STD, "per-channel standard deviation divided by after the mean"),
     "random_crop": (True, "training only: random resized crops (off when captions name positions)"),

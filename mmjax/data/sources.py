@@ -47,7 +47,15 @@ def make_builder(config) -> tfds.core.DatasetBuilder:
     if kind == "jsonl":
         _need_jsonl_path(config)
         return jsonl.jsonl_builder(
-            config.path, data_dir, task=config.task, bad_records=config.bad_records, max_chars=config.max_text_chars
+            config.path,
+            data_dir,
+            task=config.task,
+            bad_records=config.bad_records,
+            max_chars=config.max_text_chars,
+            image_size=config.image_size,
+            min_frames=config.num_frames,
+            max_frames=config.max_frames,
+            sample_rate=config.sample_rate,
         )
     raise ValueError(f"data.source: expected one of {SOURCES}, got {kind!r}")
 
