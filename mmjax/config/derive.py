@@ -75,6 +75,10 @@ def _audio(config: dict) -> bool:
         return False
     if not samples:
         return False  # an audio tower fed spectrograms by the user's own code
+    if data["sample_rate"] != 16_000:
+        raise ConfigError(
+            f"config key 'data.sample_rate' is {data['sample_rate']} but the audio towers' frontends take 16000 Hz"
+        )
     if image["frontend"] is None:
         raise ConfigError(
             f"config key 'model.image.frontend' must be set ('ast' or 'whisper'): batches hold waveforms "

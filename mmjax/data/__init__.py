@@ -4,8 +4,8 @@
     batch = next(it); state = it.get_state(); it.set_state(state)
 
 Sources (`data.source`): "shapes" (default; generated, no download), "easy_vqa" (pip install easy-vqa),
-"fashion_mnist" (apt-get install dataset-fashion-mnist), "jsonl" (your own folder), "tfds" (any dataset
-already prepared as array_record under `data.data_dir`).
+"fashion_mnist" (apt-get install dataset-fashion-mnist), "jsonl" (your own folder of images, videos or sounds:
+`mmjax/data/jsonl.py`), "tfds" (any dataset already prepared as array_record under `data.data_dir`).
 
 The global batch sequence is a function of (seed, step) alone, whatever the process, device or worker count:
 shuffling, crops, flips and caption choice are decided per global position, and each process reads its own

@@ -1,8 +1,9 @@
 """Bad records: either fail naming where the record came from, or skip it and count why.
 
-Two places meet bad data. Preparing a dataset (a JSONL line that is not JSON, a missing or corrupt image, an
-empty or overlong caption) reports `file:line`. Reading one (a corrupt image in a TFDS dataset, a caption
-longer than the tokenizer allows) reports `dataset/split[index]`, plus `file:line` when the record kept it.
+Two places meet bad data. Preparing a dataset (a JSONL line that is not JSON, a missing, corrupt or too short
+image, video or sound, an empty or overlong caption) reports `file:line`. Reading one (a corrupt image in a TFDS
+dataset, a caption longer than the tokenizer allows) reports `dataset/split[index]`, plus `file:line` when the
+record kept it.
 
 Skipping inside the input pipeline must not move any other example (the global batch sequence is a function
 of (seed, step) alone) and must survive worker processes, which cannot update a counter in the main process.

@@ -1,16 +1,43 @@
-"""Bring your own data: a directory of images plus `train.jsonl` / `val.jsonl` / `test.jsonl`.
+"""Bring your own data: a directory of images, videos or sounds plus `train.jsonl` / `val.jsonl` / `test.jsonl`.
 
-One JSON object per line, image paths relative to the directory (absolute paths also work):
+One JSON object per line, media paths relative to the directory (absolute paths also work):
 
     {"image": "images/0001.png", "caption": "a dog on a sofa"}              image-text
     {"image": "images/0001.png", "captions": ["a dog", "a dog on a sofa"]}  image-text, several captions
     {"image": "images/0001.png", "question": "what animal?", "answer": "dog"}             VQA
     {"image": "images/0001.png", "question": "what animal?", "answers": ["dog", "puppy"]} VQA, soft scores
+    {"video": "clips/0001.mp4", "caption": "a dog jumps"}                   video-text (any file FFmpeg reads)
+    {"video": "clips/0001/", "label": "jumping"}                            a folder of frame images, a class
+    {"audio": "sounds/0001.wav", "caption": "a dog barks", "label": 3}      audio-text (any file libsndfile reads)
 
-Split names are the file stems that exist (`train`, `val`, `test`). The first line with a "question" decides
-the task unless it is given. Preparing copies the image bytes into array_record once; the prepared dataset's
-name holds a fingerprint of the JSONL files and of every image's size and modification time, so a rerun reuses
-it, and editing a file makes a new one. Bad lines fail naming `file:line`, or are skipped and counted.
+Split names are the file stems that exist (`train`, `val`, `test`). The first JSON object of the first split file
+decides the media of the whole directory ("video", "audio", else "image"): a line naming another medium is a bad
+record ("wrong media"). It also decides the task unless it is given: "vqa" when it has a "question"; videos and
+sounds have captions and labels only (image_text).
+
+Labels (image_text): `"label"` is a class id (an int >= 0) or a class name (a string). The first labelled line
+decides which for the directory; a line with the other kind is a bad record ("mixed labels"). Class names over all
+splits, sorted, become `info.metadata["classes"]` (index = class id; what zero-shot and classification evaluators
+read) and each record's `label` is its name's index; -1 without a label. Every record needs text: a line with a
+class name and no caption is captioned with the name; a line with neither captions nor a class name (a class id
+alone) is a bad record ("missing field").
+
+Stored records (image_text layout of `mmjax.data.builders`, `source` = `file:line`, no boxes):
+  image: `image` (the file's bytes), `image_id`, `captions`, `label`, `boxes`, `labels`, `source`.
+  video: `video` uint8 [T, S, S, 3], `video_id` instead of `image`, `image_id`. Every frame of the clip (of a
+    folder: its image files in sorted name order, so number them with leading zeros; hidden files are not frames),
+    spread uniformly down to at most `max_frames`, each frame its largest centred square resized to S x S
+    (`image_size`). `FIELDS` points the pipeline's visual slot at `video`, as for `moving_shapes`.
+  audio: `audio` float32 [samples] in [-1, 1], mono, at `sample_rate` Hz (resampled), `audio_id`; no image.
+Clips shorter than `min_frames` (the pipeline's `data.num_frames`) and sounds shorter than `min_audio_seconds` are
+bad records ("too short"), as are files that do not decode ("corrupt video"/"corrupt audio") or hold nothing
+("empty ...").
+
+Preparing decodes every file once and stores the result in array_record; the prepared dataset's name holds a
+fingerprint of the JSONL files, of every media file's size and modification time and of the settings that change
+what is stored, so a rerun reuses it and editing a file makes a new one. Every line is checked (video and audio
+decoded) before anything is written: bad lines fail naming `file:line`, or are skipped and counted per reason in
+`info.metadata["bad_records"]`.
 """
 
 from __future__ import annotations
@@ -20,14 +47,20 @@ import dataclasses
 import hashlib
 import json
 import os
+import tempfile
 
+import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image
 
+from mmjax.data import media
 from mmjax.data.builders import VERSION, LocalBuilder, features, record
 from mmjax.data.errors import BadRecordLog, check_policy
 
 SPLIT_FILES = ("train", "val", "test")
+MEDIA = ("image", "video", "audio")
+# Shorter sounds give the spectrogram frontends (25 ms windows) no frame at all.
+MIN_AUDIO_SECONDS = 0.025
 
 
 @dataclasses.dataclass
@@ -36,6 +69,11 @@ class JsonlConfig(tfds.core.BuilderConfig):
     task: str = "image_text"
     bad_records: str = "fail"
     max_caption_chars: int = 1000
+    image_size: int = 0  # video: side S of the stored frames
+    max_frames: int = 64  # video: frames stored per clip, at most
+    min_frames: int = 1  # video: shorter clips are bad records
+    sample_rate: int = 16_000  # audio: Hz of the stored waveforms
+    min_audio_seconds: float = MIN_AUDIO_SECONDS  # audio: shorter sounds are bad records
 
 
 def _lines(file: str):
@@ -49,9 +87,17 @@ def _lines(file: str):
                     yield number, e
 
 
-def _image_path(root: str, obj) -> str | None:
-    if isinstance(obj, dict) and isinstance(obj.get("image"), str):
-        return os.path.join(root, obj["image"])
+def _split_files(path: str):
+    """(split, file) for each split file that exists, in SPLIT_FILES order."""
+    for split in SPLIT_FILES:
+        file = os.path.join(path, f"{split}.jsonl")
+        if os.path.exists(file):
+            yield split, file
+
+
+def _media_path(root: str, obj, kind: str) -> str | None:
+    if isinstance(obj, dict) and isinstance(obj.get(kind), str):
+        return os.path.join(root, obj[kind])
     return None
 
 
@@ -61,39 +107,78 @@ def _texts(obj: dict, one: str, many: str) -> list | None:
     return obj.get(many)
 
 
+def _is_label(value) -> bool:
+    """A usable label: a class id (int >= 0; JSON true/false are not ids) or a class name (non-blank string)."""
+    if isinstance(value, str):
+        return bool(value.strip())
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _first_label(path: str) -> tuple[str, bool] | None:
+    """(`file:line`, whether it is a class name) of the first line with a usable label; None if no line has one."""
+    for _, file in _split_files(path):
+        for n, obj in _lines(file):
+            if isinstance(obj, dict) and _is_label(obj.get("label")):
+                return f"{file}:{n}", isinstance(obj["label"], str)
+    return None
+
+
+def _a(kind: str) -> str:
+    """'an "image"', 'a "video"': a media field named in a message."""
+    return f'{"an" if kind[0] in "aeiou" else "a"} "{kind}"'
+
+
+def _captions(obj: dict) -> list | None:
+    """The line's captions as written; a class name stands in when there are none."""
+    texts = _texts(obj, "caption", "captions")
+    if texts is None and isinstance(obj.get("label"), str):
+        return [obj["label"]]
+    return texts
+
+
 class Jsonl(LocalBuilder, skip_registration=True):
-    """Image-text or VQA records from JSONL files; `info.metadata["bad_records"]` counts what was skipped."""
+    """Image-text or VQA records from JSONL files of image lines; `info.metadata["bad_records"]` counts what was
+    skipped. `JsonlVideo` and `JsonlAudio` read the other media."""
 
     VERSION = VERSION
     name = "mmjax_jsonl"
+    MEDIA = "image"
 
     def _info(self) -> tfds.core.DatasetInfo:
         return tfds.core.DatasetInfo(
             builder=self,
-            description=f"Image-text data from JSONL files in {self.builder_config.path}.",
-            features=features(self.builder_config.task),
+            description=f"{self.MEDIA.capitalize()}-text data from JSONL files in {self.builder_config.path}.",
+            features=self._features(),
             metadata=tfds.core.MetadataDict(),
         )
 
+    def _features(self) -> tfds.features.FeaturesDict:
+        return features(self.builder_config.task)
+
     def _split_generators(self, dl_manager):
         cfg = self.builder_config
-        checked, skipped, image_ids = {}, {}, {}
-        for split in SPLIT_FILES:
-            file = os.path.join(cfg.path, f"{split}.jsonl")
-            if os.path.exists(file):
-                log = BadRecordLog(cfg.bad_records)
-                checked[split] = [
-                    (f"{file}:{n}", obj) for n, obj in _lines(file) if self._check(obj, f"{file}:{n}", log)
-                ]
-                skipped[split] = dict(log.counts)
-                for _, obj in checked[split]:
-                    image_ids.setdefault(os.path.normpath(_image_path(cfg.path, obj)), len(image_ids))
+        self._labelled = _first_label(cfg.path)
+        checked, skipped, media_ids = {}, {}, {}
+        for split, file in _split_files(cfg.path):
+            log = BadRecordLog(cfg.bad_records)
+            checked[split] = [(f"{file}:{n}", obj) for n, obj in _lines(file) if self._check(obj, f"{file}:{n}", log)]
+            skipped[split] = dict(log.counts)
+            for _, obj in checked[split]:
+                media_ids.setdefault(os.path.normpath(self._path(obj)), len(media_ids))
         self.info.metadata["bad_records"] = skipped
+        classes = {}
         if cfg.task == "vqa":
             # Answer classes: every answer seen, most frequent first, ties alphabetical: stable across reruns.
             counts = collections.Counter(a for items in checked.values() for _, o in items for a in self._answers(o))
             self.info.metadata["answers"] = sorted(counts, key=lambda a: (-counts[a], a))
-        return {split: self._generate_examples(items, image_ids) for split, items in checked.items()}
+        elif self._labelled and self._labelled[1]:
+            names = {o["label"].strip() for items in checked.values() for _, o in items if "label" in o}
+            self.info.metadata["classes"] = sorted(names)
+            classes = {name: i for i, name in enumerate(sorted(names))}
+        return {split: self._generate_examples(items, media_ids, classes) for split, items in checked.items()}
+
+    def _path(self, obj) -> str | None:
+        return _media_path(self.builder_config.path, obj, self.MEDIA)
 
     @staticmethod
     def _answers(obj: dict) -> list[str]:
@@ -101,15 +186,36 @@ class Jsonl(LocalBuilder, skip_registration=True):
 
     def _check(self, obj, where: str, log: BadRecordLog) -> bool:
         """Whether a parsed line makes a usable record; if not, reports why (raising under policy 'fail')."""
-        cfg = self.builder_config
         if isinstance(obj, json.JSONDecodeError):
             log.report(where, f"malformed JSON: {obj.msg} at column {obj.colno}")
             return False
-        if not isinstance(obj, dict) or not isinstance(obj.get("image"), str):
-            log.report(where, 'missing field: expected an object with an "image" path')
+        problem = self._field_problem(obj)
+        if problem is None:
+            path = self._path(obj)
+            if not (os.path.isfile(path) if self.MEDIA == "image" else os.path.exists(path)):
+                problem = f"missing {self.MEDIA}: {path}"
+            else:
+                problem = self._decode_problem(path)
+        if problem is not None:
+            log.report(where, problem)
             return False
+        return True
+
+    def _field_problem(self, obj) -> str | None:
+        """What is wrong with the line's fields (the media path, texts, label), or None."""
+        cfg = self.builder_config
+        named = [m for m in MEDIA if isinstance(obj, dict) and isinstance(obj.get(m), str)]
+        if named and self.MEDIA not in named:
+            return f"wrong media: {_a(named[0])} path where the first line of the folder has {_a(self.MEDIA)}"
+        if not named:
+            return f"missing field: expected an object with {_a(self.MEDIA)} path"
+        if len(named) > 1:
+            return f"wrong media: {' and '.join(named)} paths on one line; the folder's lines name one {self.MEDIA}"
         if cfg.task == "image_text":
-            fields = {"captions": _texts(obj, "caption", "captions")}
+            problem = self._label_problem(obj)
+            if problem:
+                return problem
+            fields = {"captions": _captions(obj)}
         else:
             fields = {
                 "question": _texts(obj, "question", "question"),
@@ -117,40 +223,55 @@ class Jsonl(LocalBuilder, skip_registration=True):
             }
         for name, texts in fields.items():
             if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
-                log.report(where, f"missing field: no {name} (string, or list of strings)")
-                return False
+                if name == "captions":
+                    return 'missing field: no captions (string, or list of strings), nor a class-name "label"'
+                return f"missing field: no {name} (string, or list of strings)"
             if any(not t.strip() for t in texts):
-                log.report(where, f"empty text: an empty {name[:-1] if name.endswith('s') else name}")
-                return False
+                return f"empty text: an empty {name[:-1] if name.endswith('s') else name}"
             longest = max(len(t) for t in texts)
             if longest > cfg.max_caption_chars:
-                log.report(
-                    where,
-                    f"overlong text: {longest} characters > data.jsonl.max_chars={cfg.max_caption_chars}",
-                )
-                return False
-        path = _image_path(cfg.path, obj)
-        if not os.path.isfile(path):
-            log.report(where, f"missing image: {path}")
-            return False
+                return f"overlong text: {longest} characters > data.max_text_chars={cfg.max_caption_chars}"
+        return None
+
+    def _label_problem(self, obj: dict) -> str | None:
+        if "label" not in obj:
+            return None
+        label = obj["label"]
+        if not _is_label(label):
+            return f"bad label: expected a class id (int >= 0) or a class name (string), got {label!r}"
+        first, by_name = self._labelled  # a usable label exists, so the first one was found
+        if isinstance(label, str) != by_name:
+            kinds = {True: "class name", False: "class id"}
+            return f"mixed labels: {label!r} is a {kinds[not by_name]}, but {first} has a {kinds[by_name]}"
+        return None
+
+    def _decode_problem(self, path: str) -> str | None:
+        """Why the file at `path` cannot be used, or None; decodes it fully (catches truncated files)."""
         try:
             with Image.open(path) as img:
                 img.load()  # decodes the pixels: catches truncated files that the header check would pass
         except Exception as e:  # Pillow raises many types for bad files; all mean the same here
-            log.report(where, f"corrupt image: {path} ({type(e).__name__}: {e})")
-            return False
-        return True
+            return f"corrupt image: {path} ({type(e).__name__}: {e})"
+        return None
 
-    def _generate_examples(self, items, image_ids):
+    def _content(self, path: str):
+        """What the record stores for the file at `path`: for images, its bytes (the pipeline decodes them)."""
+        with open(path, "rb") as f:
+            return f.read()
+
+    def _record(self, content, media_id: int, **fields) -> dict:
+        return record("image_text", content, media_id, **fields)
+
+    def _generate_examples(self, items, media_ids, classes):
         cfg = self.builder_config
         for key, (where, obj) in enumerate(items):
-            path = _image_path(cfg.path, obj)
-            with open(path, "rb") as f:
-                image = f.read()
-            image_id = image_ids[os.path.normpath(path)]
+            path = self._path(obj)
+            content, media_id = self._content(path), media_ids[os.path.normpath(path)]
             if cfg.task == "image_text":
-                captions = [c.strip() for c in _texts(obj, "caption", "captions")]
-                yield key, record("image_text", image, image_id, captions=captions, source=where)
+                captions = [c.strip() for c in _captions(obj)]
+                label = obj.get("label", -1)
+                label = classes[label.strip()] if isinstance(label, str) else label
+                yield key, self._record(content, media_id, captions=captions, label=label, source=where)
             else:
                 answers = self._answers(obj)
                 answer = collections.Counter(answers).most_common(1)[0][0]
@@ -159,8 +280,8 @@ class Jsonl(LocalBuilder, skip_registration=True):
                     key,
                     record(
                         "vqa",
-                        image,
-                        image_id,
+                        content,
+                        media_id,
                         question=question,
                         answer=answer,
                         answers=answers,
@@ -169,31 +290,146 @@ class Jsonl(LocalBuilder, skip_registration=True):
                 )
 
 
+class _Decoded(Jsonl, skip_registration=True):
+    """Lines whose files are decoded when preparing (video, audio): the record stores the decoded array under the
+    medium's name, with `<medium>_id`, in the image-text layout's other fields."""
+
+    def _features(self) -> tfds.features.FeaturesDict:
+        return tfds.features.FeaturesDict(
+            {
+                self.MEDIA: self._array_feature(),
+                f"{self.MEDIA}_id": np.int64,
+                "captions": tfds.features.Sequence(tfds.features.Text()),
+                "label": np.int64,
+                "boxes": tfds.features.Tensor(shape=(None, 4), dtype=np.float32),
+                "labels": tfds.features.Tensor(shape=(None,), dtype=np.int64),
+                "source": tfds.features.Text(),
+            }
+        )
+
+    def _array_feature(self) -> tfds.features.Tensor:
+        raise NotImplementedError
+
+    def _read(self, path: str) -> np.ndarray:
+        """The decoded file; raises `media.MediaError`."""
+        raise NotImplementedError
+
+    def _download_and_prepare(self, dl_manager, download_config):
+        # `_check` decodes every file before anything is written (a corrupt one is a bad record), and decoding is
+        # most of the cost of preparing: the arrays wait in a scratch folder until `_generate_examples` stores
+        # them, rather than in memory (a dataset of clips outgrows it) or being decoded twice. On a local data_dir
+        # the folder lies inside the dataset's own `incomplete` folder; it is removed however preparing ends.
+        local = "://" not in os.fspath(self.data_dir)
+        with tempfile.TemporaryDirectory(prefix="decoded-", dir=os.fspath(self.data_dir) if local else None) as d:
+            self._scratch, self._decoded = d, {}
+            return super()._download_and_prepare(dl_manager, download_config)
+
+    def _decode_problem(self, path: str) -> str | None:
+        key = os.path.normpath(path)
+        if key not in self._decoded:  # a file named on several lines is decoded once
+            try:
+                array = self._read(path)
+            except media.MediaError as e:
+                self._decoded[key] = e
+            else:
+                self._decoded[key] = os.path.join(self._scratch, f"{len(self._decoded)}.npy")
+                np.save(self._decoded[key], array)
+        error = self._decoded[key]
+        if not isinstance(error, media.MediaError):
+            return None
+        return f"too short: {error}" if error.kind == "too short" else f"{error.kind} {self.MEDIA}: {error}"
+
+    def _content(self, path: str) -> np.ndarray:
+        return np.load(self._decoded[os.path.normpath(path)])
+
+    def _record(self, content, media_id: int, **fields) -> dict:
+        out = record("image_text", content, media_id, **fields)
+        out[self.MEDIA], out[f"{self.MEDIA}_id"] = out.pop("image"), out.pop("image_id")
+        return out
+
+
+class JsonlVideo(_Decoded, skip_registration=True):
+    """Video-text records: `video` uint8 [T, S, S, 3], min_frames <= T <= max_frames (see the module docstring)."""
+
+    name = "mmjax_jsonl_video"
+    MEDIA = "video"
+    # the pipeline's visual slot reads the clip (`data.num_frames` says it is one)
+    FIELDS = {"image": "video", "image_id": "video_id"}
+
+    def _array_feature(self) -> tfds.features.Tensor:
+        side = self.builder_config.image_size
+        return tfds.features.Tensor(shape=(None, side, side, 3), dtype=np.uint8, encoding=tfds.features.Encoding.BYTES)
+
+    def _read(self, path: str) -> np.ndarray:
+        cfg = self.builder_config
+        return media.read_clip(path, cfg.max_frames, size=cfg.image_size, min_frames=cfg.min_frames)
+
+
+class JsonlAudio(_Decoded, skip_registration=True):
+    """Audio-text records: `audio` float32 [samples] at `sample_rate` Hz, which `info.metadata` also records."""
+
+    name = "mmjax_jsonl_audio"
+    MEDIA = "audio"
+    # audio examples have no image; the pipeline reads the `audio` field by its own name
+    FIELDS = {"image_id": "audio_id"}
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        info = super()._info()
+        info.metadata["sample_rate"] = self.builder_config.sample_rate
+        return info
+
+    def _array_feature(self) -> tfds.features.Tensor:
+        return tfds.features.Tensor(shape=(None,), dtype=np.float32)
+
+    def _read(self, path: str) -> np.ndarray:
+        cfg = self.builder_config
+        return media.read_audio(path, cfg.sample_rate, min_seconds=cfg.min_audio_seconds)
+
+
+BUILDERS = {"image": Jsonl, "video": JsonlVideo, "audio": JsonlAudio}
+
+
+def _first_object(path: str) -> dict:
+    """The first JSON object of the first split file: it decides the directory's media and task."""
+    for _, file in _split_files(path):
+        for _, obj in _lines(file):
+            if isinstance(obj, dict):
+                return obj
+    if not any(_split_files(path)):
+        raise FileNotFoundError(f"data.path: no {', '.join(f + '.jsonl' for f in SPLIT_FILES)} in {path!r}")
+    return {}
+
+
 def detect_task(path: str) -> str:
     """ "vqa" if the first JSON object of the first split file has a "question", else "image_text"."""
-    for split in SPLIT_FILES:
-        file = os.path.join(path, f"{split}.jsonl")
-        if os.path.exists(file):
-            for _, obj in _lines(file):
-                if isinstance(obj, dict):
-                    return "vqa" if "question" in obj else "image_text"
-    raise FileNotFoundError(f"data.path: no {', '.join(f + '.jsonl' for f in SPLIT_FILES)} in {path!r}")
+    return "vqa" if "question" in _first_object(path) else "image_text"
 
 
-def fingerprint(path: str, *settings) -> str:
-    """Hash of the JSONL bytes, each referenced image's size and mtime, and `settings`."""
+def detect_media(path: str) -> str:
+    """The medium the first JSON object of the first split file names: "video", "audio", else "image"."""
+    first = _first_object(path)
+    return next((m for m in ("video", "audio") if m in first), "image")
+
+
+def _media_files(path: str) -> list[str]:
+    """The files whose bytes make the stored content of media `path`: itself, or a frames folder's frames."""
+    if os.path.isdir(path):
+        return [os.path.join(path, n) for n in sorted(os.listdir(path)) if not n.startswith(".")]
+    return [path] if os.path.exists(path) else []
+
+
+def fingerprint(path: str, *settings, kind: str = "image") -> str:
+    """Hash of the JSONL bytes, each referenced `kind` file's size and mtime (a frames folder: each frame's), and
+    `settings`."""
     digest = hashlib.sha256(repr(settings).encode())
-    for split in SPLIT_FILES:
-        file = os.path.join(path, f"{split}.jsonl")
-        if not os.path.exists(file):
-            continue
+    for split, file in _split_files(path):
         with open(file, "rb") as f:
             digest.update(split.encode() + f.read())
         for _, obj in _lines(file):
-            image = _image_path(path, obj)
-            if image and os.path.exists(image):
-                st = os.stat(image)
-                digest.update(f"{image}:{st.st_size}:{st.st_mtime_ns}".encode())
+            item = _media_path(path, obj, kind)
+            for name in _media_files(item) if item else ():
+                st = os.stat(name)
+                digest.update(f"{name}:{st.st_size}:{st.st_mtime_ns}".encode())
     return digest.hexdigest()[:16]
 
 
@@ -203,18 +439,50 @@ def jsonl_builder(
     task: str | None = None,
     bad_records: str = "fail",
     max_chars: int = 1000,
+    *,
+    image_size: int | None = None,
+    min_frames: int | None = None,
+    max_frames: int = 64,
+    sample_rate: int = 16_000,
+    min_audio_seconds: float = MIN_AUDIO_SECONDS,
 ) -> Jsonl:
-    """The builder for the JSONL directory `path`; see the module docstring for the format and the rules."""
+    """The builder for the JSONL directory `path`; see the module docstring for the format and the rules.
+
+    Video directories need `image_size` (data.image_size) and `min_frames` (data.num_frames: the clip length the
+    model takes); image directories refuse `min_frames`. Errors name the config key."""
     path = os.path.abspath(os.path.expanduser(path))
+    kind = detect_media(path)
     task = task or detect_task(path)
     check_policy(bad_records)
-    settings = (task, bad_records, max_chars)
+    extra = {}  # the settings that change what is stored besides these (an image's size does not: bytes are kept)
+    if kind == "image" and min_frames:
+        raise ValueError(
+            f"data.num_frames: clips of {min_frames} frames asked for, but the lines of {path} name images"
+        )
+    if kind != "image" and task != "image_text":
+        raise ValueError(f"data.task: {kind} lines have captions and labels (image_text), not {task!r} ({path})")
+    if kind == "video":
+        if not min_frames:
+            raise ValueError(
+                f"data.num_frames: the lines of {path} name videos; a video tower (model.image.num_frames) or "
+                "data.num_frames must say how many frames the model takes"
+            )
+        if not image_size:
+            raise ValueError(f"data.image_size: must be set: the frames of the videos in {path} are resized to it")
+        if min_frames > max_frames:
+            raise ValueError(f"data.num_frames ({min_frames}) is more than data.max_frames ({max_frames}) (per clip)")
+        extra = dict(image_size=image_size, max_frames=max_frames, min_frames=min_frames)
+    elif kind == "audio":
+        extra = dict(sample_rate=sample_rate, min_audio_seconds=min_audio_seconds)
+    settings = (task, bad_records, max_chars) + ((kind, *extra.values()) if extra else ())
+    fp = fingerprint(path, *settings, kind=kind)
     config = JsonlConfig(
-        name=f"{task}-{fingerprint(path, *settings)}",
+        name=f"{task}-{fp}" if kind == "image" else f"{kind}-{fp}",
         version=VERSION,
         path=path,
         task=task,
         bad_records=bad_records,
         max_caption_chars=max_chars,
+        **extra,
     )
-    return Jsonl(config=config, data_dir=data_dir)
+    return BUILDERS[kind](config=config, data_dir=data_dir)

@@ -2,7 +2,8 @@
 
 Both return arrays in the form the models take (float32 mono waveforms at the model's rate; uint8 frames
 [T, H, W, 3]) and raise `MediaError` naming the file and what is wrong with it (unreadable, empty, too short, no
-such stream): the error a JSONL source reading such files is to turn into a bad record (not wired yet).
+such stream): the error the JSONL source (`mmjax.data.jsonl`) turns into a bad record. `read_clip` reads a whole
+clip (a video file, or a folder of frame images) for storing; `read_video` samples a clip for a model.
 """
 
 from __future__ import annotations
@@ -14,7 +15,12 @@ import numpy as np
 
 
 class MediaError(ValueError):
-    """A media file that cannot give what was asked of it; the message names the file."""
+    """A media file that cannot give what was asked of it; the message names the file. `kind` says how, for
+    counting: "corrupt" (unreadable, or no such stream), "empty" or "too short"."""
+
+    def __init__(self, message: str, kind: str = "corrupt"):
+        super().__init__(message)
+        self.kind = kind
 
 
 def resample(audio: np.ndarray, rate: int, to: int) -> np.ndarray:
@@ -36,10 +42,10 @@ def read_audio(path: str, rate: int = 16_000, *, min_seconds: float = 0.0) -> np
     except (RuntimeError, soundfile.LibsndfileError, OSError) as e:
         raise MediaError(f"{path}: not a readable audio file ({e})") from None
     if audio.size == 0:
-        raise MediaError(f"{path}: the audio is empty")
+        raise MediaError(f"{path}: the audio is empty", "empty")
     audio = resample(audio.mean(axis=1), file_rate, rate)
     if audio.size < min_seconds * rate:
-        raise MediaError(f"{path}: {audio.size / rate:.2f} s of audio, expected at least {min_seconds} s")
+        raise MediaError(f"{path}: {audio.size / rate:.2f} s of audio, expected at least {min_seconds} s", "too short")
     return audio
 
 
@@ -59,6 +65,23 @@ def frame_indices(
     return start + stride * np.arange(num_frames)
 
 
+def _decoded_frames(path: str):
+    """The frames of the file's first video stream, one uint8 [H, W, 3] at a time (a clip can be far larger than
+    memory at its full resolution)."""
+    import av
+
+    try:
+        with av.open(os.fspath(path)) as container:
+            if not container.streams.video:
+                raise MediaError(f"{path}: no video stream")
+            for frame in container.decode(video=0):
+                yield frame.to_ndarray(format="rgb24")
+    except MediaError:
+        raise
+    except (av.error.FFmpegError, OSError, ValueError) as e:
+        raise MediaError(f"{path}: not a readable video ({type(e).__name__}: {e})") from None
+
+
 def read_video(
     path: str,
     num_frames: int,
@@ -69,27 +92,80 @@ def read_video(
 ) -> np.ndarray:
     """`num_frames` frames of the file's video stream as uint8 [T, H, W, 3] (`size`: resized to size x size),
     sampled by `frame_indices` (uniformly, or a random segment with `rng`)."""
-    import av
-
-    try:
-        with av.open(os.fspath(path)) as container:
-            if not container.streams.video:
-                raise MediaError(f"{path}: no video stream")
-            frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
-    except MediaError:
-        raise
-    except (av.error.FFmpegError, OSError, ValueError) as e:
-        raise MediaError(f"{path}: not a readable video ({type(e).__name__}: {e})") from None
+    frames = list(_decoded_frames(path))
     try:
         picked = frame_indices(len(frames), num_frames, stride=stride, rng=rng)
     except ValueError as e:
-        raise MediaError(f"{path}: {e}") from None
+        raise MediaError(f"{path}: {e}", "too short") from None
     clip = np.stack([frames[i] for i in picked])
     if size is not None and clip.shape[1:3] != (size, size):
         from PIL import Image
 
         clip = np.stack([np.asarray(Image.fromarray(f).resize((size, size), Image.BILINEAR)) for f in clip])
     return clip
+
+
+def read_clip(path: str, max_frames: int, *, size: int | None = None, min_frames: int = 1) -> np.ndarray:
+    """A whole clip as uint8 [T, H, W, 3], T <= `max_frames`: every frame of the video file `path`, or of the folder
+    `path` of frame images (read in sorted name order; hidden files such as .DS_Store are not frames), spread
+    uniformly over the clip when there are more than `max_frames`. With `size`, each frame becomes its largest
+    centred square resized to size x size (what the image pipeline does to a still image in evaluation).
+
+    Raises `MediaError` for a file that does not decode (for a folder: naming the frame), no frames ("empty"), or
+    fewer than `min_frames` ("too short")."""
+    if min_frames > max_frames:
+        raise ValueError(f"min_frames ({min_frames}) > max_frames ({max_frames}): no clip could be read")
+    if os.path.isdir(path):
+        return _read_frame_folder(path, max_frames, size, min_frames)
+    kept, stride, total = [], 1, 0
+    for frame in _decoded_frames(path):
+        # The frame count is only known at the end, so keep every `stride`-th frame and double the stride when
+        # 2 x max_frames are held: memory stays bounded for any length, and the kept frames stay evenly spaced.
+        if total % stride == 0:
+            kept.append(_square(frame, size))
+            if len(kept) == 2 * max_frames:
+                kept, stride = kept[::2], stride * 2
+        total += 1
+    _check_length(path, total, min_frames)
+    return _stacked(path, [kept[i] for i in frame_indices(len(kept), min(len(kept), max_frames))])
+
+
+def _read_frame_folder(path: str, max_frames: int, size: int | None, min_frames: int) -> np.ndarray:
+    from PIL import Image
+
+    names = sorted(n for n in os.listdir(path) if not n.startswith(".") and os.path.isfile(os.path.join(path, n)))
+    _check_length(path, len(names), min_frames)
+    frames = []
+    for i in frame_indices(len(names), min(len(names), max_frames)):  # only the frames kept are decoded
+        file = os.path.join(path, names[i])
+        try:
+            with Image.open(file) as img:
+                frames.append(_square(np.asarray(img.convert("RGB")), size))
+        except Exception as e:  # Pillow raises many types for bad files; all mean the same here
+            raise MediaError(f"{file}: not a readable image ({type(e).__name__}: {e})") from None
+    return _stacked(path, frames)
+
+
+def _check_length(path: str, total: int, min_frames: int) -> None:
+    if total == 0:
+        raise MediaError(f"{path}: no frames", "empty")
+    if total < min_frames:
+        raise MediaError(f"{path}: {total} frames, expected at least {min_frames}", "too short")
+
+
+def _square(frame: np.ndarray, size: int | None) -> np.ndarray:
+    if size is None:
+        return frame
+    from mmjax.data.preprocess import center_box, crop_and_resize
+
+    return crop_and_resize(frame, center_box(*frame.shape[:2]), size)
+
+
+def _stacked(path: str, frames: list[np.ndarray]) -> np.ndarray:
+    if len({f.shape for f in frames}) > 1:
+        shapes = sorted({f.shape[:2] for f in frames})
+        raise MediaError(f"{path}: frames of different sizes {shapes[:3]} (give a size to resize them to)")
+    return np.stack(frames)
 
 
 def write_video(path: str, frames: np.ndarray, fps: int = 8) -> None:

@@ -189,6 +189,7 @@ def build_pipeline(
         raise ValueError("build_pipeline: pass a mesh or shard_options, not both (the mesh decides the rows)")
     rows = local_rows(config.batch_size, sharding=sharding, shard_options=shard_options)
     source = sources.open_source(config, split)
+    sources.check_audio(source, config.audio_samples, config.sample_rate)
     if train and config.holdout_labels:
         source = sources.without_labels(source, config.holdout_labels)
     if train and config.train_question_types:

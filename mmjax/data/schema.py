@@ -72,6 +72,7 @@ KEYS = {
         None,
         int,
     ),
+    "max_frames": (64, "jsonl video: frames stored per clip, at most (longer clips: spread evenly over the clip)"),
     "mean": (CLIP_MEAN, "per-channel mean subtracted after scaling to [0, 1]"),
     "std": (CLIP_STD, "per-channel standard deviation divided by after the mean"),
     "random_crop": (True, "training only: random resized crops (off when captions name positions)"),

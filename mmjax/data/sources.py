@@ -25,6 +25,7 @@ class Source:
     fields: dict = dataclasses.field(default_factory=dict)
     classes: tuple[str, ...] = ()  # image class names (index = `label`), for zero-shot evaluation
     prepared_skips: dict = dataclasses.field(default_factory=dict)  # {split: {reason: count}} skipped when preparing
+    sample_rate: int | None = None  # records hold audio at this rate (None: no audio)
 
 
 def _data_dir(config) -> str | None:
@@ -57,7 +58,15 @@ def make_builder(config) -> tfds.core.DatasetBuilder:
     if kind == "jsonl":
         _need_jsonl_path(config)
         return jsonl.jsonl_builder(
-            config.path, data_dir, task=config.task, bad_records=config.bad_records, max_chars=config.max_text_chars
+            config.path,
+            data_dir,
+            task=config.task,
+            bad_records=config.bad_records,
+            max_chars=config.max_text_chars,
+            image_size=config.image_size,
+            min_frames=config.num_frames,
+            max_frames=config.max_frames,
+            sample_rate=config.sample_rate,
         )
     raise ValueError(f"data.source: expected one of {SOURCES}, got {kind!r}")
 
@@ -157,7 +166,24 @@ def open_source(config, split: str) -> Source:
         classes=tuple(meta.get("classes", ())),
         prepared_skips=dict(meta.get("bad_records", {})),
         fields=dict(getattr(builder, "FIELDS", {})),
+        sample_rate=meta.get("sample_rate"),
     )
+
+
+def check_audio(source: Source, audio_samples: int, sample_rate: int) -> None:
+    """Fails naming the key unless the batch keys the config asks for (audio or images) are what the records hold
+    and at the rate asked: audio read as images would make every record a bad one."""
+    if source.sample_rate and not audio_samples:
+        raise ValueError(
+            f"data.audio_samples: the records of {source.where} hold audio; set the waveform length in batches "
+            f"(e.g. {source.sample_rate} for 1 s)"
+        )
+    if audio_samples and not source.sample_rate:
+        raise ValueError(f"data.audio_samples is {audio_samples} but the records of {source.where} hold no audio")
+    if audio_samples and source.sample_rate != sample_rate:
+        raise ValueError(
+            f"data.sample_rate is {sample_rate} but the records of {source.where} hold audio at {source.sample_rate} Hz"
+        )
 
 
 def read_many(data, keys: Sequence[int]) -> list:

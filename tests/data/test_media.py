@@ -62,3 +62,40 @@ def test_bad_videos_are_named(tmp_path):
     soundfile.write(tmp_path / "sound.wav", np.zeros(1600), 16_000)
     with pytest.raises(media.MediaError, match=r"sound.wav: no video stream"):
         media.read_video(tmp_path / "sound.wav", 4)
+
+
+def test_a_whole_clip_is_read_spread_evenly_over_its_frames(tmp_path):
+    """read_clip keeps at most max_frames, evenly spaced, holding only ~2 x max_frames frames at any time."""
+    grey = np.repeat(np.arange(0, 250, 5, dtype=np.uint8), 16 * 16 * 3).reshape(50, 16, 16, 3)  # frame i: 5 * i
+    media.write_video(tmp_path / "ramp.mp4", grey)
+    clip = media.read_clip(tmp_path / "ramp.mp4", 8, size=8)
+    assert clip.shape == (8, 8, 8, 3) and clip.dtype == np.uint8
+    levels = clip.reshape(8, -1).mean(1) / 5  # which frame each kept one is
+    assert levels[0] < 1 and levels[-1] > 40 and (np.diff(levels) > 3).all(), levels
+    assert media.read_clip(tmp_path / "ramp.mp4", 64).shape == (50, 16, 16, 3)  # short enough: every frame
+    with pytest.raises(media.MediaError, match=r"ramp.mp4: 50 frames, expected at least 60") as e:
+        media.read_clip(tmp_path / "ramp.mp4", 64, min_frames=60)
+    assert e.value.kind == "too short"
+
+
+def test_a_folder_of_frames_is_a_clip_in_name_order(tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "clip"
+    folder.mkdir()
+    for i in (2, 0, 1):  # written out of order: names decide
+        Image.fromarray(np.full((12, 20, 3), 60 * i, np.uint8)).save(folder / f"frame_{i:03d}.png")
+    (folder / ".DS_Store").write_bytes(b"not a frame")
+    clip = media.read_clip(folder, 8, size=6)
+    assert clip.shape == (3, 6, 6, 3)
+    np.testing.assert_array_equal(clip[:, 0, 0, 0], [0, 60, 120])
+    Image.fromarray(np.zeros((5, 5, 3), np.uint8)).save(folder / "frame_003.png")
+    with pytest.raises(media.MediaError, match=r"clip: frames of different sizes"):
+        media.read_clip(folder, 8)  # no size to bring them to
+    (folder / "frame_004.png").write_bytes(b"\x89PNG broken")
+    with pytest.raises(media.MediaError, match=r"frame_004.png: not a readable image"):
+        media.read_clip(folder, 8, size=6)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(media.MediaError, match=r"empty: no frames") as e:
+        media.read_clip(tmp_path / "empty", 8)
+    assert e.value.kind == "empty"
