@@ -1,4 +1,5 @@
-"""Spoken descriptions of `shapes` objects ("a large blue cross at the top", eSpeak NG, built offline): audio-text
+"""Spoken descriptions of two `shapes` objects ("a large blue cross at the top and a small red square at the left",
+eSpeak NG, built offline): audio-text
 retrieval (CLAP's recipe: a CLIP whose image side is an audio tower) or transcription (the captioner over an audio
 tower, word error rate). The test split is spoken by voices training never hears.
 
@@ -23,15 +24,15 @@ VARIANTS = {
     "encoder=ast|cnn|whisper": "the audio tower",
 }
 ARGS = {"task": "retrieval", "encoder": "ast"}
-SAMPLES = 56_000  # 3.5 s at 16 kHz: the longest phrase, spoken slowly, is 3.4 s
+SAMPLES = 112_000  # 7 s at 16 kHz: the longest description, spoken slowly, is 6.7 s
 MELS = 64
 
 
 def tower(encoder: str) -> dict:
-    """The audio tower for 3.5 s clips: 348 frames of 64 mel bins."""
+    """The audio tower for 7 s clips: 698 frames of 64 mel bins."""
     if encoder == "ast":
-        # 16x16 patches without overlap: 4 x 21 = 84 patches (overlapping ones would give 5 x 34)
-        return {"name": "ast", "frontend": "ast", "num_mel_bins": MELS, "max_length": 348, "frequency_stride": 16,
+        # 16x16 patches without overlap: 4 x 43 = 172 patches (overlapping ones would give 5 x 69)
+        return {"name": "ast", "frontend": "ast", "num_mel_bins": MELS, "max_length": 698, "frequency_stride": 16,
                 "time_stride": 16, "width": 128, "depth": 4, "num_heads": 4}  # fmt: skip
     if encoder == "whisper":
         return {"name": "whisper", "frontend": "whisper", "num_mel_bins": MELS, "max_positions": SAMPLES // 320,
@@ -48,7 +49,7 @@ def get_config(arg=None):
         "data": {
             "source": "spoken_captions",
             "audio_samples": SAMPLES,
-            "tokenizer": {"kind": "word", "path": "shapes", "max_length": 12},
+            "tokenizer": {"kind": "word", "path": "shapes", "max_length": 24},
         },
         "optim": {"lr": 1e-3, "warmup_steps": 100, "weight_decay": 0.05},
         "batch_size": 64,
@@ -61,7 +62,7 @@ def get_config(arg=None):
         c["task"] = "contrastive"
         c["model"] = {
             "image": tower(a["encoder"]),
-            "text": {"name": "clip_text", "width": 128, "depth": 2, "num_heads": 4, "max_length": 12},
+            "text": {"name": "clip_text", "width": 128, "depth": 2, "num_heads": 4, "max_length": 24},
             "embed_dim": 128,
         }
         c["evals"] = {"retrieval": {"split": "test"}}

@@ -49,17 +49,19 @@ def test_without_espeak_the_error_names_the_package(monkeypatch):
         sp._espeak.cache_clear()
 
 
-def test_a_spoken_caption_names_the_first_object_of_the_scene_s_caption():
+def test_a_spoken_caption_names_the_first_two_objects_of_the_scene_s_caption():
     from mmjax.data import shapes
 
     c = sp.spoken_caption(0, "train", 0)
     caption = shapes.generate(0, "train", 0, 32)["captions"][0]
-    assert caption.startswith(c["text"] + ", ") and c["text"].startswith("a ") and "," not in c["text"]
+    first, second = c["text"].split(" and ")
+    assert caption.startswith(f"{first}, {second}") and "," not in c["text"]
     assert sp.object_phrase("a large blue cross at the top and a small purple diamond at the bottom.") == (
-        "a large blue cross at the top"
+        "a large blue cross at the top and a small purple diamond at the bottom"
     )
     assert sp.object_phrase("a large blue cross at the top.") == "a large blue cross at the top"
-    assert sp.SAMPLE_RATE < c["audio"].size < 5 * sp.SAMPLE_RATE  # a phrase: a second or a few
+    assert sp.object_phrase("a b at the top, a c at the left and a d at the right.", objects=1) == "a b at the top"
+    assert 2 * sp.SAMPLE_RATE < c["audio"].size < 7 * sp.SAMPLE_RATE
 
 
 def test_the_builder_stores_the_synthesised_digits(tmp_path):
