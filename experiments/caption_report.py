@@ -1,9 +1,11 @@
-"""After `mmjax train` of a captioning config: sample captions beside their test images.
+"""After `mmjax train` of a captioning config: sample captions beside their test images (or clips, or audio).
 
     python experiments/caption_report.py --config configs/caption_shapes.py --workdir runs/caption [--num 8]
 
-Greedy-decodes the first N images of the eval split with the latest checkpoint and writes WORKDIR/samples.png
-(each image with its generated caption and its first reference) and WORKDIR/samples.md (the same as text).
+Greedy-decodes the first N examples of the eval split with the latest checkpoint and writes WORKDIR/samples.md
+(each generated caption beside its first reference) and, for images and clips, WORKDIR/samples.png (each image,
+or a clip as a strip of its frames, with the two captions). For audio (a transcription config) the text is the
+report: the reference is what was said.
 """
 
 from __future__ import annotations
@@ -30,24 +32,35 @@ from mmjax.train.evaluate import predict_split  # noqa: E402
 from mmjax.train.loop import Setup  # noqa: E402
 
 
-def samples(config, workdir: pathlib.Path, num: int) -> list[tuple[np.ndarray, str, list[str]]]:
-    """[(image in [0, 1], generated caption, reference captions)] for the first `num` eval images."""
+def _pixels(batch) -> dict:
+    return {"pixels": batch["image"]} if "image" in batch else {}  # audio batches have none
+
+
+def samples(config, workdir: pathlib.Path, num: int) -> list[tuple[np.ndarray | None, str, list[str]]]:
+    """[(image in [0, 1] (a clip: its frames side by side; audio: None), generated caption, reference captions)]
+    for the first `num` eval examples."""
     setup = Setup(config)
     evaluator = next(e for e in setup.evaluators.values() if e.cfg.type == "captioning")
     split = evaluator.cfg.split if "[" in evaluator.cfg.split else f"{evaluator.cfg.split}[:{num}]"  # the first few
     ckpt = Checkpointer(workdir / "checkpoints", async_save=False)
     with setup.activations():
         params = ckpt.restore(ckpt.latest_step(), setup.abstract_state).params
-        predict = jax.jit(lambda p, batch: {**evaluator.predict(p, batch), "pixels": batch["image"]})
+        predict = jax.jit(lambda p, batch: {**evaluator.predict(p, batch), **_pixels(batch)})
         out = predict_split(predict, params, evaluator.batches(setup.mesh, split))
     ckpt.close()
     text = setup.task.text
+    pixels = out.get("pixels", [None] * len(out["tokens"]))
     out = [
-        (pixels, text(tokens), [text(ids) for ids, real in zip(refs, mask) if real])
-        for pixels, tokens, refs, mask in zip(out["pixels"], out["tokens"], out["references"], out["caption_mask"])
+        (image, text(tokens), [text(ids) for ids, real in zip(refs, mask) if real])
+        for image, tokens, refs, mask in zip(pixels, out["tokens"], out["references"], out["caption_mask"])
     ][:num]
     mean, std = np.asarray(config.data.mean), np.asarray(config.data.std)
-    return [(np.clip(p * std + mean, 0, 1), pred, refs) for p, pred, refs in out]
+    return [(None if p is None else _strip(np.clip(p * std + mean, 0, 1)), pred, refs) for p, pred, refs in out]
+
+
+def _strip(image: np.ndarray) -> np.ndarray:
+    """An image as is; a clip [T, S, S, 3] as its frames side by side."""
+    return np.concatenate(list(image), axis=1) if image.ndim == 4 else image
 
 
 def plot(rows, path: pathlib.Path) -> None:
@@ -78,14 +91,15 @@ def main():
     config = mmconfig.load_config(args.config, overrides)
     workdir = pathlib.Path(args.workdir)
     rows = samples(config, workdir, args.num)
-    plot(rows, workdir / "samples.png")
+    if rows and rows[0][0] is not None:
+        plot(rows, workdir / "samples.png")
     lines = ["| # | generated | first reference |", "|---|---|---|"]
     lines += [f"| {i} | {pred} | {refs[0]} |" for i, (_, pred, refs) in enumerate(rows)]
     (workdir / "samples.md").write_text("\n".join(lines) + "\n")
     evals = json.loads((workdir / "eval.json").read_text())
     print({k: v for k, v in evals.items() if k.startswith("captioning/")})
     print("\n".join(lines))
-    print(f"\nwrote {workdir / 'samples.png'} and {workdir / 'samples.md'}")
+    print(f"\nwrote {workdir / 'samples.md'}" + (" and samples.png" if rows and rows[0][0] is not None else ""))
 
 
 if __name__ == "__main__":

@@ -339,6 +339,8 @@ class SpokenCaptions(_Spoken, skip_registration=True):
     transcription; `label` is -1 (no class)."""
 
     name = "mmjax_spoken_captions"
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES = {"1.1.0": "two objects per description, not one", "1.0.0": "first version"}
 
     def _info(self) -> tfds.core.DatasetInfo:
         return tfds.core.DatasetInfo(
