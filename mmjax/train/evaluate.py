@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
@@ -153,15 +154,16 @@ class VQA(Evaluator):
 
 
 class Classification(Evaluator):
-    """Accuracy of the arg-max class."""
+    """Accuracy of the arg-max class; per true class too when the task knows the classes' names."""
 
-    NEEDS = ("predict_scores",)
+    NEEDS = ("predict_scores", "targets", "class_names")
 
     def predict(self, params, batch):
-        return {"score": self.task.predict_scores(params, batch)}
+        # the true class: the arg-max of the targets (a one-hot label, or VQA's soft answer scores)
+        return {"score": self.task.predict_scores(params, batch), "label": jnp.argmax(self.task.targets(batch), -1)}
 
     def metrics(self, out):
-        return {"classification/accuracy": float(np.mean(out["score"])) if len(out["score"]) else 0.0}
+        return mmeval.classification_metrics(out["score"], out["label"], self.task.class_names())
 
 
 class Captioning(Evaluator):

@@ -180,3 +180,7 @@ class LabelTask(Task):
 
     def targets(self, batch):
         raise NotImplementedError
+
+    def class_names(self) -> tuple[str, ...]:
+        """The names of the classes `targets` index (index = class id), where the dataset knows them; else ()."""
+        return ()
