@@ -89,7 +89,7 @@ KEYS = {
         "kind": ("clip", "clip (BPE), bert (WordPiece) or word (a closed word list)", TOKENIZERS),
         "path": (
             None,
-            "vocabulary: None = vendored CLIP BPE; bert: vocab.txt or HF dir; word: list or 'shapes'",
+            "vocabulary: None = vendored CLIP BPE; bert: vocab.txt or HF dir; word: list, 'shapes' or 'moving_shapes'",
             None,
             str,
         ),  # fmt: skip

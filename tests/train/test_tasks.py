@@ -28,6 +28,7 @@ CASES = {
     "vqa_fusion_regions_mid": ("vqa_shapes.py:tiny,model=fusion,visual=regions,fusion=mid", "vqa/accuracy"),
     "vqa_easy": ("vqa_easy.py:tiny", "vqa/accuracy/shape"),
     "captioning": ("caption_shapes.py:tiny", "captioning/cider"),
+    "video_captioning": ("video_shapes.py:tiny,task=captioning", "captioning/cider"),
     "clip": ("clip_shapes.py:tiny", "retrieval/text_to_image/recall@5"),
     "audio_classification_ast": ("audio_digits.py:tiny", "classification/accuracy"),
     "audio_retrieval_cnn": ("audio_captions.py:tiny,encoder=cnn", "retrieval/text_to_image/recall@5"),
