@@ -9,7 +9,7 @@ host-side Python.
   zeroshot_metrics    "zeroshot/top1", "zeroshot/top5", "zeroshot/mean_per_class_top1", "zeroshot/<subset>/..."
   vqa_metrics         "vqa/accuracy", "vqa/accuracy/<question type>"
   captioning_metrics  "captioning/bleu4", "captioning/cider", "captioning/wer" (word error rate)
-  classification_metrics  "classification/accuracy", "classification/accuracy/<class name>"
+  classification_metrics "classification/accuracy", "classification/accuracy/<class name>" (given the names)
 
 Ties in rankings count against the correct item (`mmjax.eval.ranking`).
 """
@@ -36,9 +36,9 @@ __all__ = [
     "build_prompts",
     "captioning_metrics",
     "cider_d",
-    "classification_metrics",
     "cider_d_scores",
     "class_embeddings",
+    "classification_metrics",
     "corpus_bleu",
     "encode_class_prompts",
     "normalize_answer",

@@ -17,7 +17,6 @@ from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
@@ -156,11 +155,10 @@ class VQA(Evaluator):
 class Classification(Evaluator):
     """Accuracy of the arg-max class; per true class too when the task knows the classes' names."""
 
-    NEEDS = ("predict_scores", "targets", "class_names")
+    NEEDS = ("predict_scores", "labels", "class_names")
 
     def predict(self, params, batch):
-        # the true class: the arg-max of the targets (a one-hot label, or VQA's soft answer scores)
-        return {"score": self.task.predict_scores(params, batch), "label": jnp.argmax(self.task.targets(batch), -1)}
+        return {"score": self.task.predict_scores(params, batch), "label": self.task.labels(batch)}
 
     def metrics(self, out):
         return mmeval.classification_metrics(out["score"], out["label"], self.task.class_names())
