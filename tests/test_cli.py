@@ -126,6 +126,7 @@ MISTAKES = [
     ("--config.evals.retrieval.split=nope", "'evals.retrieval.split' is 'nope', a split the 'shapes' dataset", True),
     ("--config.model.image.num_heads=3", "must be divisible by 'model.image.num_heads' (3)", True),
     ("--config.data.image_size=40", "'data.image_size' (40) and 'model.image.image_size' (32) disagree", True),
+    ("--config.data.frame_order=shuffle", "'data.frame_order' is 'shuffle' but there are no clips", True),
     ("--config.init_from.kind=nope", "'init_from.kind' is 'nope'", True),
     ("--config.init_from.kind=hf", "config key 'init_from.path' is empty but init_from.kind is 'hf'", True),
     ("--config.optim.rules=[('vision/.*', {'freeze': True})]", "config key 'optim.rules': optim.rules patterns", False),

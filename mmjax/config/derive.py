@@ -5,6 +5,7 @@ both keys. Which keys were stated is read from the raw (file + overrides) dict, 
 
   data.image_size <-> model.image.image_size      the pipeline feeds the size the image tower was built for
   data.num_frames <-> model.image.num_frames      ... and the clip length a video tower was built for
+                                                 (data.frame_order other than keep needs clips)
   data.audio_samples -> model.image                audio goes to a tower with a frontend, long enough for it
   data.tokenizer.max_length  <= model.text.max_length (None: equal to it; longer: the unstated table follows)
   model.text.vocab_size      >= the tokenizer's vocabulary (unset: equal to it)
@@ -100,6 +101,16 @@ def _audio(config: dict) -> bool:
 
 def _num_frames(config: dict, raw: Mapping) -> None:
     """data.num_frames <-> model.image.num_frames: a video tower is fed clips of the length it was built for."""
+    _clip_length(config, raw)
+    data = config["data"]
+    if data["frame_order"] != "keep" and not data["num_frames"]:
+        raise ConfigError(
+            f"config key 'data.frame_order' is {data['frame_order']!r} but there are no clips to reorder "
+            "(data.num_frames is unset and model.image is not a video tower)"
+        )
+
+
+def _clip_length(config: dict, raw: Mapping) -> None:
     image, data = config.get("model", {}).get("image"), config["data"]
     if not image or "num_frames" not in image:
         if data["num_frames"] and image:

@@ -27,6 +27,8 @@ from mmjax.data.preprocess import ImagePreprocessor, decode_frames, decode_image
 from mmjax.data.tokenizers import TextTokenizer
 
 CAPTION_MODES = ("random", "first", "all")
+# The controls that show whether a video model uses time: its clips' frames in order, shuffled, or one frame.
+FRAME_ORDERS = ("keep", "shuffle", "single")
 # Per-record text(s) waiting for `finish_batch`: object array [] (one text) or [K] (captions="all", None = none).
 TEXT_KEY = "_text"
 
@@ -78,6 +80,9 @@ class ToExample(grain.transforms.RandomMap):
       question_types: names whose position is the `question_type` id.
       max_regions: R > 0 adds `boxes` [R, 4], `box_labels` [R], `box_mask` [R].
       num_frames: T > 0: the visual field is a clip, sampled uniformly to T frames [T, S, S, 3].
+      frame_order: for clips: "keep" the sampled frames in order, "shuffle" them (a permutation drawn from the
+        example's rng: fixed per example, different between examples), or repeat the "single" central one
+        (index T // 2) T times.
       audio_samples: S > 0: the record's `audio` waveform (float32 [n]) becomes `audio` [S], zero-padded or cut,
         with `audio_length` (real samples); the example then has no image (the audio takes the visual slot).
       audio_random_window: cut a longer waveform at a random offset (training) instead of keeping its start.
@@ -96,6 +101,7 @@ class ToExample(grain.transforms.RandomMap):
     question_types: tuple[str, ...] = ()
     max_regions: int = 0
     num_frames: int = 0
+    frame_order: str = "keep"
     audio_samples: int = 0
     audio_random_window: bool = False
     text_overflow: str = "truncate"
@@ -111,6 +117,10 @@ class ToExample(grain.transforms.RandomMap):
             raise ValueError(
                 "data.audio_samples: audio examples carry no frames or regions (data.num_frames, max_regions)"
             )
+        if self.frame_order not in FRAME_ORDERS:
+            raise ValueError(f"data.frame_order: expected one of {FRAME_ORDERS}, got {self.frame_order!r}")
+        if self.frame_order != "keep" and not self.num_frames:
+            raise ValueError(f"data.frame_order={self.frame_order!r} reorders clips, but data.num_frames is unset")
         if self.num_frames and self.max_regions:
             raise ValueError("data.max_regions: region boxes are for still images, not clips (data.num_frames)")
         self._answer_ids = {a: i for i, a in enumerate(self.answers)}
@@ -178,7 +188,10 @@ class ToExample(grain.transforms.RandomMap):
             frames = decode_frames(self._field(record, "image"))
             picked = frames[frame_indices(len(frames), self.num_frames)]
             out["image"] = self.image.augment_frames(picked, rng)
-            return out | self._texts_and_targets(record, rng)
+            out |= self._texts_and_targets(record, rng)
+            # drawn last, so a control's clip has the same crop, flip and caption as the kept order's
+            out["image"] = self._ordered(out["image"], rng)
+            return out
         image = decode_image(self._field(record, "image"))
         if self.max_regions:
             boxes = np.asarray(self._field(record, "boxes", np.zeros((0, 4))), np.float32)
@@ -188,6 +201,14 @@ class ToExample(grain.transforms.RandomMap):
         else:
             out["image"] = self.image.augment(image, rng)
         return out | self._texts_and_targets(record, rng)
+
+    def _ordered(self, clip: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """The clip [T, S, S, 3] in `frame_order`."""
+        if self.frame_order == "shuffle":
+            return clip[rng.permutation(len(clip))]
+        if self.frame_order == "single":
+            return np.repeat(clip[len(clip) // 2 : len(clip) // 2 + 1], len(clip), axis=0)
+        return clip
 
     def _audio(self, value, rng: np.random.Generator) -> dict:
         wave = np.asarray(value)

@@ -49,7 +49,7 @@ from absl import flags, logging
 
 from mmjax.data import preprocess, sources
 from mmjax.data.errors import MASK_KEY, POLICIES, SKIPPED_KEY, BadRecord
-from mmjax.data.examples import CAPTION_MODES, FinishBatch, ToExample
+from mmjax.data.examples import CAPTION_MODES, FRAME_ORDERS, FinishBatch, ToExample
 from mmjax.data.tokenizers import TextTokenizer, tokenizer_from_config
 from mmjax.sharding import batch_sharding
 
@@ -147,12 +147,17 @@ def validate(config) -> None:
         "source": sources.SOURCES,
         "task": ("image_text", "vqa", None),
         "captions": CAPTION_MODES,
+        "frame_order": FRAME_ORDERS,
         "text_overflow": ("truncate", "error"),
         "bad_records": POLICIES,
     }
     for key, allowed in choices.items():
         if config[key] not in allowed:
             raise ValueError(f"data.{key}: expected one of {allowed}, got {config[key]!r}")
+    if config.frame_order != "keep" and not config.num_frames:
+        raise ValueError(
+            f"data.frame_order is {config.frame_order!r} but data.num_frames is unset: no clips to reorder"
+        )
     if config.batch_size <= 0 or (not config.audio_samples and (not config.image_size or config.image_size <= 0)):
         raise ValueError(f"data.batch_size, data.image_size: must be > 0, got {config.batch_size}, {config.image_size}")
 
@@ -215,6 +220,7 @@ def build_pipeline(
         question_types=source.question_types,
         max_regions=config.max_regions,
         num_frames=config.num_frames or 0,
+        frame_order=config.frame_order,
         audio_samples=config.audio_samples,
         audio_random_window=train,
         text_overflow=config.text_overflow,

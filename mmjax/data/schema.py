@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from mmjax.config.schema import defaults
 from mmjax.data.errors import POLICIES
-from mmjax.data.examples import CAPTION_MODES
+from mmjax.data.examples import CAPTION_MODES, FRAME_ORDERS
 from mmjax.data.preprocess import CLIP_MEAN, CLIP_STD
 
 SOURCES = ("shapes", "moving_shapes", "spoken_digits", "spoken_captions", "easy_vqa", "fashion_mnist", "jsonl", "tfds")
@@ -72,6 +72,12 @@ KEYS = {
         None,
         int,
     ),
+    "frame_order": (
+        "keep",
+        "clips, in training and evaluation: keep the frames' order, shuffle it (per example), or repeat the "
+        "single central frame: the controls that show whether a video model uses time",
+        FRAME_ORDERS,
+    ),
     "max_frames": (64, "jsonl video: frames stored per clip, at most (longer clips: spread evenly over the clip)"),
     "mean": (CLIP_MEAN, "per-channel mean subtracted after scaling to [0, 1]"),
     "std": (CLIP_STD, "per-channel standard deviation divided by after the mean"),
@@ -83,7 +89,7 @@ KEYS = {
         "kind": ("clip", "clip (BPE), bert (WordPiece) or word (a closed word list)", TOKENIZERS),
         "path": (
             None,
-            "vocabulary: None = vendored CLIP BPE; bert: vocab.txt or HF dir; word: list or 'shapes'",
+            "vocabulary: None = vendored CLIP BPE; bert: vocab.txt or HF dir; word: list, 'shapes' or 'moving_shapes'",
             None,
             str,
         ),  # fmt: skip

@@ -8,7 +8,8 @@ Two families, each producing exactly what the Hugging Face reference tokenizer p
 * BERT WordPiece: `[CLS] tokens... [SEP] [PAD]...`, from a `vocab.txt` or a Hugging Face directory.
 * Word level: `[BOS] words... [EOS] [PAD]...`, lower-cased, punctuation split off, unknown words -> `[UNK]`; a
   closed vocabulary of a few hundred words (classic captioning setups) makes the output softmax hundreds of
-  times smaller than a BPE one. `build_word_vocab` writes one from a corpus; `SHAPES_WORDS` covers `shapes`.
+  times smaller than a BPE one. `build_word_vocab` writes one from a corpus; `SHAPES_WORDS` covers `shapes`,
+  `MOVING_SHAPES_WORDS` the `moving_shapes` captions.
 
 Every tokenizer returns `{"input_ids": int32 [N, T], "attention_mask": int32 [N, T]}`.
 """
@@ -215,6 +216,10 @@ def bert_tokenizer(path: str | os.PathLike, max_length: int = 64, lowercase: boo
 
 WORD_SPECIALS = ("[PAD]", "[UNK]", "[BOS]", "[EOS]")
 SHAPES_WORDS = ASSETS_DIR / "shapes_words.txt"  # every word of the shapes captions and questions
+MOVING_SHAPES_WORDS = ASSETS_DIR / "moving_shapes_words.txt"  # every word of the moving_shapes captions
+# word lists shipped with mmjax, named by data.tokenizer.path (written by build_word_vocab from train and
+# validation texts of their world)
+VENDORED_WORDS = {"shapes": SHAPES_WORDS, "moving_shapes": MOVING_SHAPES_WORDS}
 
 
 def _word_normalizer():
@@ -252,7 +257,7 @@ def tokenizer_from_config(config) -> TextTokenizer:
     """Builds the tokenizer that `config.data.tokenizer` describes.
 
     Keys: `kind` ("clip" | "bert" | "word"), `path` (None = vendored CLIP vocabulary; required for BERT and
-    word, whose path "shapes" names the vendored `SHAPES_WORDS`),
+    word, whose paths "shapes" and "moving_shapes" name the vendored lists, `VENDORED_WORDS`),
     `max_length` (T), `lowercase` (BERT from a vocab.txt only).
     """
     kind, path, max_length = config["kind"], config["path"], config["max_length"]
@@ -264,6 +269,8 @@ def tokenizer_from_config(config) -> TextTokenizer:
         return bert_tokenizer(path, max_length, config["lowercase"])
     if kind == "word":
         if path is None:
-            raise ValueError("data.tokenizer.path: a word tokenizer needs a word list (or 'shapes')")
-        return word_tokenizer(SHAPES_WORDS if path == "shapes" else path, max_length)
+            raise ValueError(
+                f"data.tokenizer.path: a word tokenizer needs a word list (or one of {list(VENDORED_WORDS)})"
+            )
+        return word_tokenizer(VENDORED_WORDS.get(path, path), max_length)
     raise ValueError(f"data.tokenizer.kind: unknown tokenizer {kind!r}; expected 'clip', 'bert' or 'word'")

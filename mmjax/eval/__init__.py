@@ -9,11 +9,13 @@ host-side Python.
   zeroshot_metrics    "zeroshot/top1", "zeroshot/top5", "zeroshot/mean_per_class_top1", "zeroshot/<subset>/..."
   vqa_metrics         "vqa/accuracy", "vqa/accuracy/<question type>"
   captioning_metrics  "captioning/bleu4", "captioning/cider", "captioning/wer" (word error rate)
+  classification_metrics "classification/accuracy", "classification/accuracy/<class name>" (given the names)
 
 Ties in rankings count against the correct item (`mmjax.eval.ranking`).
 """
 
 from mmjax.eval.captioning import captioning_metrics, cider_d, cider_d_scores, corpus_bleu, tokenize
+from mmjax.eval.classification import classification_metrics
 from mmjax.eval.ranking import positive_ranks, recall_at_k
 from mmjax.eval.results import read_eval_json, write_eval_json
 from mmjax.eval.retrieval import retrieval_metrics, retrieval_ranks
@@ -36,6 +38,7 @@ __all__ = [
     "cider_d",
     "cider_d_scores",
     "class_embeddings",
+    "classification_metrics",
     "corpus_bleu",
     "encode_class_prompts",
     "normalize_answer",

@@ -153,15 +153,15 @@ class VQA(Evaluator):
 
 
 class Classification(Evaluator):
-    """Accuracy of the arg-max class."""
+    """Accuracy of the arg-max class; per true class too when the task knows the classes' names."""
 
-    NEEDS = ("predict_scores",)
+    NEEDS = ("predict_scores", "labels", "class_names")
 
     def predict(self, params, batch):
-        return {"score": self.task.predict_scores(params, batch)}
+        return {"score": self.task.predict_scores(params, batch), "label": self.task.labels(batch)}
 
     def metrics(self, out):
-        return {"classification/accuracy": float(np.mean(out["score"])) if len(out["score"]) else 0.0}
+        return mmeval.classification_metrics(out["score"], out["label"], self.task.class_names())
 
 
 class Captioning(Evaluator):

@@ -127,6 +127,23 @@ def test_word_tokenizer_covers_every_shapes_text_and_marks_unknown_words():
     assert tok.vocab_size < 100
 
 
+def test_the_moving_shapes_word_list_covers_every_caption_and_the_shapes_list_does_not():
+    from mmjax.data import moving_shapes
+
+    tok = tk.tokenizer_from_config({"kind": "word", "path": "moving_shapes", "max_length": 24, "lowercase": True})
+    old = tk.tokenizer_from_config({"kind": "word", "path": "shapes", "max_length": 24, "lowercase": True})
+    missed = 0
+    for split in ("test", "compositional"):  # the list was written from train and validation clips
+        for i in range(40):
+            texts = moving_shapes.generate(0, split, i)["captions"]
+            ids = tok(texts)["input_ids"]
+            assert not np.any(ids == tok.token_id("[UNK]")), texts
+            assert all(tok.num_tokens(t) <= 24 for t in texts)  # configs/video_shapes.py's text budget
+            missed += int(np.sum(old(texts)["input_ids"] == old.token_id("[UNK]")))
+    assert missed > 0  # 'moves', 'grows', 'then', 'appears' ...: why the motion words have their own list
+    assert tok.vocab_size < 40
+
+
 def test_build_word_vocab_writes_frequent_words_first(tmp_path):
     words = tk.build_word_vocab(["b a a.", "c b a"], tmp_path / "words.txt", min_count=2)
     assert words == ["a", "b"]

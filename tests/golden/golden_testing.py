@@ -47,6 +47,7 @@ SPECS = (
     "video_shapes.py:tiny",
     "video_shapes.py:tiny,temporal=mean",
     "video_shapes.py:tiny,task=retrieval",
+    "video_shapes.py:tiny,task=captioning",
     "video_shapes.py:tiny,tower=video_vit",
     "video_shapes.py:tiny,tower=video_vit_factorised",
     "video_shapes.py:tiny,tower=video_vit_divided",

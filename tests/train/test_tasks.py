@@ -28,6 +28,7 @@ CASES = {
     "vqa_fusion_regions_mid": ("vqa_shapes.py:tiny,model=fusion,visual=regions,fusion=mid", "vqa/accuracy"),
     "vqa_easy": ("vqa_easy.py:tiny", "vqa/accuracy/shape"),
     "captioning": ("caption_shapes.py:tiny", "captioning/cider"),
+    "video_captioning": ("video_shapes.py:tiny,task=captioning", "captioning/cider"),
     "clip": ("clip_shapes.py:tiny", "retrieval/text_to_image/recall@5"),
     "audio_classification_ast": ("audio_digits.py:tiny", "classification/accuracy"),
     "audio_retrieval_cnn": ("audio_captions.py:tiny,encoder=cnn", "retrieval/text_to_image/recall@5"),
@@ -113,6 +114,8 @@ def test_video_shapes_trains_on_a_jsonl_folder_of_clips(tmp_path):
     assert result["skipped_records"] == 1.0
     assert result["eval/classification/accuracy"] is not None
     info = mmdata.dataset_info(data_config(config))
+    per_class = {k.rsplit("/", 1)[1] for k in result if k.startswith("eval/classification/accuracy/")}
+    assert per_class and per_class <= set(info.classes)  # the test split's motions, by name
     assert set(info.classes) <= set(ms.MOTIONS) and info.sizes == {"train": 16, "test": 4}
 
 
@@ -148,6 +151,23 @@ def test_the_pretrain_evaluator_weighs_every_example_alike():
     assert metrics["pretrain/itm_loss"] == pytest.approx(1.0)
     assert metrics["pretrain/mlm_loss"] == pytest.approx(6 / 6)
     assert metrics["pretrain/mlm_accuracy"] == pytest.approx(4 / 6)
+
+
+def test_the_classification_evaluator_reports_each_named_class():
+    """Per true class where the task knows the names (moving_shapes' motions); overall alone where it does not."""
+    from types import SimpleNamespace
+
+    from mmjax.train.evaluate import Classification
+
+    out = {"score": np.array([1.0, 0.0, 1.0, 1.0]), "label": np.array([0, 0, 1, 1])}
+    named = SimpleNamespace(task=SimpleNamespace(class_names=lambda: ("left", "right")))
+    assert Classification.metrics(named, out) == {
+        "classification/accuracy": 0.75,
+        "classification/accuracy/left": 0.5,
+        "classification/accuracy/right": 1.0,
+    }
+    unnamed = SimpleNamespace(task=SimpleNamespace(class_names=lambda: ()))
+    assert Classification.metrics(unnamed, out) == {"classification/accuracy": 0.75}
 
 
 def test_mask_tokens_follows_bert_rates_and_spares_special_tokens():

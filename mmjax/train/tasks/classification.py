@@ -32,5 +32,12 @@ class ClassificationTask(LabelTask):
     def targets(self, batch):
         return jax.nn.one_hot(batch[self.config.model.label_key], self.num_outputs())
 
+    def labels(self, batch):
+        return batch[self.config.model.label_key]
+
+    def class_names(self):
+        # the dataset's class names name its `label` values; another key (VQA's `answer`) has its own ids
+        return tuple(self.info.classes) if self.config.model.label_key == "label" else ()
+
     def step_batch(self, batch_size):
         return {**super().step_batch(batch_size), self.config.model.label_key: np.zeros(batch_size, np.int32)}

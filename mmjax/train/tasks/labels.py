@@ -180,3 +180,11 @@ class LabelTask(Task):
 
     def targets(self, batch):
         raise NotImplementedError
+
+    def labels(self, batch):
+        """The true class id [B] of each example (-1: none)."""
+        raise NotImplementedError
+
+    def class_names(self) -> tuple[str, ...]:
+        """The names of the class ids `labels` gives (index = id), where the dataset knows them; else ()."""
+        return ()

@@ -30,6 +30,9 @@ class VQATask(LabelTask):
     def targets(self, batch):
         return batch["answer_scores"].astype(jnp.float32)
 
+    def labels(self, batch):
+        return batch["answer"]  # the answer id (-1: not in the vocabulary)
+
     def step_batch(self, batch_size):
         batch = super().step_batch(batch_size)
         scores = np.zeros((batch_size, self.num_outputs()), np.float32)
