@@ -5,7 +5,20 @@ framework globals. Pretrained Hugging Face directories load with `mmjax.load_pre
 """
 
 from mmjax.convert import load_pretrained, save_pretrained
-from mmjax.encoders import AST, Bert, ResNet, TextTransformer, VideoViT, ViT, build_tower, inflate_vit
+from mmjax.encoders import (
+    AST,
+    Bert,
+    FrameViT,
+    ResNet,
+    SpectrogramCNN,
+    TextTransformer,
+    VideoResNet,
+    VideoViT,
+    ViT,
+    WhisperEncoder,
+    build_tower,
+    inflate_vit,
+)
 from mmjax.layers import Encoded
 from mmjax.models import CLIP, ASTForAudioClassification, ASTModel, BertModel, Captioner, Classifier, VisualBertModel
 
@@ -21,11 +34,15 @@ __all__ = [
     "Captioner",
     "Classifier",
     "Encoded",
+    "FrameViT",
     "ResNet",
+    "SpectrogramCNN",
     "TextTransformer",
+    "VideoResNet",
     "VideoViT",
     "ViT",
     "VisualBertModel",
+    "WhisperEncoder",
     "__version__",
     "build_tower",
     "inflate_vit",
