@@ -153,7 +153,8 @@ def validate(config) -> None:
     for key, allowed in choices.items():
         if config[key] not in allowed:
             raise ValueError(f"data.{key}: expected one of {allowed}, got {config[key]!r}")
-    if config.batch_size <= 0 or (not config.audio_samples and (not config.image_size or config.image_size <= 0)):
+    images = not config.audio_samples or config.num_frames  # audio alone needs no image size
+    if config.batch_size <= 0 or (images and (not config.image_size or config.image_size <= 0)):
         raise ValueError(f"data.batch_size, data.image_size: must be > 0, got {config.batch_size}, {config.image_size}")
 
 
