@@ -52,7 +52,7 @@ def derive(config: dict, raw: Mapping) -> dict:
     return config
 
 
-_AUDIO_SOURCES = ("spoken_digits", "spoken_captions")
+_AUDIO_SOURCES = ("sounding_shapes", "spoken_digits", "spoken_captions")
 _HOP = 160  # samples per frame of both frontend presets (10 ms at 16 kHz)
 
 
@@ -131,11 +131,11 @@ def _clip_length(config: dict, raw: Mapping) -> None:
             f"({image['num_frames']}) disagree; set both to one value (or only model.image.num_frames)"
         )
     data["num_frames"] = image["num_frames"]
-    clip = data["moving_shapes"]["num_frames"]
-    if data["source"] == "moving_shapes" and data["num_frames"] > clip:
+    source = data["source"]
+    if source in ("moving_shapes", "sounding_shapes") and data["num_frames"] > data[source]["num_frames"]:
         raise ConfigError(
             f"config key 'model.image.num_frames' ({data['num_frames']}) is longer than the generated clips "
-            f"('data.moving_shapes.num_frames' = {clip})"
+            f"('data.{source}.num_frames' = {data[source]['num_frames']})"
         )
 
 

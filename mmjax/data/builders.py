@@ -8,11 +8,12 @@ Every builder here writes one of two record layouts, so the pipeline reads them 
 * VQA (one record per question): `image`, `image_id`, `question`, `answer` text, `answers` [N] text (all
   annotators' answers, for soft scores), `question_type` text, `boxes`, `labels`, `source`.
 
-The clip and spoken builders store `video` or `audio` instead of `image` and say, in their class attribute
-`FIELDS`, which of their fields plays which canonical part (e.g. `text` is the caption).
+The clip and spoken builders store `video` or `audio` (sounding_shapes: both) instead of `image` and say, in their
+class attribute `FIELDS`, which of their fields plays which canonical part (e.g. `text` is the caption).
 
 Builders record in `info.metadata`: `answers` (VQA answer vocabulary, index = class id), `question_types`,
-`classes` (image class names) and `bad_records` (per split, how many were skipped and why).
+`classes` (image class names; clips: action names), `fused_classes` (sounding_shapes' `fused_label` names),
+`sample_rate` (records holding audio) and `bad_records` (per split, how many were skipped and why).
 
 Builders are never registered by name with TFDS (`skip_registration`) so they cannot clash with its catalog.
 """
@@ -31,7 +32,7 @@ import tensorflow_datasets as tfds
 from PIL import Image
 from tensorflow_datasets.core import shuffle as tfds_shuffle
 
-from mmjax.data import moving_shapes, shapes, spoken
+from mmjax.data import moving_shapes, shapes, sounding_shapes, spoken
 
 logger = logging.getLogger(__name__)
 
@@ -257,6 +258,64 @@ def moving_shapes_builder(data_dir: str | None = None, **settings) -> MovingShap
     """The moving_shapes builder for these settings (`MovingShapesConfig`'s fields)."""
     return _configured(
         MovingShapes,
+        MovingShapesConfig,
+        data_dir,
+        lambda c: f"{c.image_size}px-{c.num_frames}f-seed{c.seed}-n{_counts(c)}",
+        **settings,
+    )
+
+
+class SoundingShapes(MovingShapes, skip_registration=True):
+    """Generated clips with a soundtrack (see `mmjax.data.sounding_shapes`): frames as raw uint8 [T, S, S, 3], the
+    waveform float32 [T * SAMPLE_RATE / FPS], the action as `label`, the sounding object's index (`sounding`) and
+    size (`fused_label`), captions, per-frame boxes of both objects and (on, off) seconds of each one's sound."""
+
+    name = "mmjax_sounding_shapes"
+    # the pipeline's visual slot reads the clip, and its `audio` slot the soundtrack (data.audio_samples)
+    FIELDS = {"image": "video", "image_id": "video_id"}
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        cfg, n = self.builder_config, moving_shapes.MAX_OBJECTS
+        frames = (cfg.num_frames, cfg.image_size, cfg.image_size, 3)
+        return tfds.core.DatasetInfo(
+            builder=self,
+            description="Synthetic clips of two moving shapes, one of them making a sound, with its soundtrack.",
+            features=tfds.features.FeaturesDict(
+                {
+                    "video": tfds.features.Tensor(shape=frames, dtype=np.uint8, encoding=tfds.features.Encoding.BYTES),
+                    "video_id": np.int64,
+                    "audio": tfds.features.Tensor(
+                        shape=(cfg.num_frames * sounding_shapes.SAMPLES_PER_FRAME,), dtype=np.float32
+                    ),
+                    "label": np.int64,
+                    "motion": tfds.features.Text(),
+                    "sounding": np.int64,
+                    "fused_label": np.int64,
+                    "captions": tfds.features.Sequence(tfds.features.Text()),
+                    "boxes": tfds.features.Tensor(shape=(cfg.num_frames, n, 4), dtype=np.float32),
+                    "sound_times": tfds.features.Tensor(shape=(n, 2), dtype=np.float32),
+                }
+            ),
+            metadata=tfds.core.MetadataDict(
+                classes=list(sounding_shapes.MOTIONS),
+                fused_classes=list(shapes.SIZES),
+                sample_rate=sounding_shapes.SAMPLE_RATE,
+                fps=sounding_shapes.FPS,
+            ),
+        )
+
+    def _generate_examples(self, split: str, num: int):
+        cfg = self.builder_config
+        keys = ("video", "audio", "label", "motion", "sounding", "fused_label", "captions", "boxes", "sound_times")
+        for index in range(num):
+            clip = sounding_shapes.generate(cfg.seed, split, index, cfg.image_size, cfg.num_frames)
+            yield index, {**{k: clip[k] for k in keys}, "video_id": index}
+
+
+def sounding_shapes_builder(data_dir: str | None = None, **settings) -> SoundingShapes:
+    """The sounding_shapes builder for these settings (the fields of `MovingShapesConfig`, which it shares)."""
+    return _configured(
+        SoundingShapes,
         MovingShapesConfig,
         data_dir,
         lambda c: f"{c.image_size}px-{c.num_frames}f-seed{c.seed}-n{_counts(c)}",

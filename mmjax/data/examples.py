@@ -84,8 +84,11 @@ class ToExample(grain.transforms.RandomMap):
         example's rng: fixed per example, different between examples), or repeat the "single" central one
         (index T // 2) T times.
       audio_samples: S > 0: the record's `audio` waveform (float32 [n]) becomes `audio` [S], zero-padded or cut,
-        with `audio_length` (real samples); the example then has no image (the audio takes the visual slot).
-      audio_random_window: cut a longer waveform at a random offset (training) instead of keeping its start.
+        with `audio_length` (real samples); the example then has no image (the audio takes the visual slot), unless
+        num_frames is set too: then it has both, the clip and its soundtrack from the start (the frames are spread
+        over the whole clip, so the whole soundtrack is what they show).
+      audio_random_window: cut a longer waveform at a random offset (training) instead of keeping its start; not
+        with num_frames (the sound would no longer be the frames').
       text_overflow: "truncate", or "error" to treat text longer than the tokenizer's T as a bad record.
       bad_records: "skip" or "fail".
     """
@@ -113,10 +116,8 @@ class ToExample(grain.transforms.RandomMap):
             raise ValueError(f"data.captions: expected one of {CAPTION_MODES}, got {self.captions!r}")
         if self.text_overflow not in ("truncate", "error"):
             raise ValueError(f"data.text_overflow: expected 'truncate' or 'error', got {self.text_overflow!r}")
-        if self.audio_samples and (self.num_frames or self.max_regions):
-            raise ValueError(
-                "data.audio_samples: audio examples carry no frames or regions (data.num_frames, max_regions)"
-            )
+        if self.audio_samples and self.max_regions:
+            raise ValueError("data.audio_samples: audio examples carry no regions (data.max_regions)")
         if self.frame_order not in FRAME_ORDERS:
             raise ValueError(f"data.frame_order: expected one of {FRAME_ORDERS}, got {self.frame_order!r}")
         if self.frame_order != "keep" and not self.num_frames:
@@ -152,7 +153,7 @@ class ToExample(grain.transforms.RandomMap):
         out = {"index": unknown, "image_id": unknown}
         if self.audio_samples:
             out |= {"audio": np.zeros((self.audio_samples,), np.float32), "audio_length": np.int32(0)}
-        else:
+        if self.num_frames or not self.audio_samples:
             out["image"] = np.zeros((*self._frames_shape(), self.image.size, self.image.size, 3), np.uint8)
         if self.max_regions:
             out |= self._regions(np.zeros((0, 4), np.float32), np.zeros((0,), np.int32))
@@ -183,7 +184,9 @@ class ToExample(grain.transforms.RandomMap):
     def _convert(self, record: dict, rng: np.random.Generator) -> dict:
         out = {"index": np.int32(record["index"]), "image_id": np.int32(self._field(record, "image_id", -1))}
         if self.audio_samples:
-            return out | self._audio(self._field(record, "audio"), rng) | self._texts_and_targets(record, rng)
+            out |= self._audio(self._field(record, "audio"), rng)
+            if not self.num_frames:
+                return out | self._texts_and_targets(record, rng)
         if self.num_frames:
             frames = decode_frames(self._field(record, "image"))
             picked = frames[frame_indices(len(frames), self.num_frames)]
@@ -217,7 +220,7 @@ class ToExample(grain.transforms.RandomMap):
         if wave.size == 0:
             raise ValueError("empty audio")
         start = 0
-        if wave.size > self.audio_samples and self.audio_random_window:
+        if wave.size > self.audio_samples and self.audio_random_window and not self.num_frames:
             start = int(rng.integers(0, wave.size - self.audio_samples + 1))
         kept = wave[start : start + self.audio_samples]
         out = np.zeros((self.audio_samples,), np.float32)

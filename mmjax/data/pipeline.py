@@ -158,7 +158,8 @@ def validate(config) -> None:
         raise ValueError(
             f"data.frame_order is {config.frame_order!r} but data.num_frames is unset: no clips to reorder"
         )
-    if config.batch_size <= 0 or (not config.audio_samples and (not config.image_size or config.image_size <= 0)):
+    images = not config.audio_samples or config.num_frames  # audio alone needs no image size
+    if config.batch_size <= 0 or (images and (not config.image_size or config.image_size <= 0)):
         raise ValueError(f"data.batch_size, data.image_size: must be > 0, got {config.batch_size}, {config.image_size}")
 
 

@@ -11,7 +11,17 @@ from mmjax.data.errors import POLICIES
 from mmjax.data.examples import CAPTION_MODES, FRAME_ORDERS
 from mmjax.data.preprocess import CLIP_MEAN, CLIP_STD
 
-SOURCES = ("shapes", "moving_shapes", "spoken_digits", "spoken_captions", "easy_vqa", "fashion_mnist", "jsonl", "tfds")
+SOURCES = (
+    "shapes",
+    "moving_shapes",
+    "sounding_shapes",
+    "spoken_digits",
+    "spoken_captions",
+    "easy_vqa",
+    "fashion_mnist",
+    "jsonl",
+    "tfds",
+)
 TOKENIZERS = ("clip", "bert", "word")
 
 KEYS = {
@@ -45,6 +55,15 @@ KEYS = {
         "num_validation": (1_000, "clips in the validation split"),
         "num_test": (1_000, "clips in the test split"),
         "num_compositional": (1_000, "clips in the compositional split (held-out motion-shape pairs)"),
+    },
+    "sounding_shapes": {
+        "image_size": (32, "side of the generated frames, in pixels"),
+        "num_frames": (8, "frames per generated clip, at 8 a second: its soundtrack lasts num_frames / 8 s"),
+        "seed": (0, "generator seed: same seed, same bytes and samples"),
+        "num_train": (10_000, "clips in the train split"),
+        "num_validation": (1_000, "clips in the validation split"),
+        "num_test": (1_000, "clips in the test split"),
+        "num_compositional": (1_000, "clips in the compositional split (colour-shape pairs never seen nor heard)"),
     },
     "spoken_digits": {
         "seed": (0, "generator seed: same seed, same samples"),

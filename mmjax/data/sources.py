@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import numpy as np
 import tensorflow_datasets as tfds
 
-from mmjax.data import builders, jsonl, moving_shapes, real_datasets, shapes, spoken
+from mmjax.data import builders, jsonl, moving_shapes, real_datasets, shapes, sounding_shapes, spoken
 from mmjax.data.schema import SOURCES
 
 
@@ -35,11 +35,12 @@ def _data_dir(config) -> str | None:
 # generated sources whose settings are the group `config.data.<source>`
 _GENERATED = {
     "moving_shapes": builders.moving_shapes_builder,
+    "sounding_shapes": builders.sounding_shapes_builder,
     "spoken_digits": builders.spoken_digits_builder,
     "spoken_captions": builders.spoken_captions_builder,
 }
 # the sources whose records hold audio (read into the batch when data.audio_samples > 0)
-AUDIO_SOURCES = ("spoken_digits", "spoken_captions")
+AUDIO_SOURCES = ("sounding_shapes", "spoken_digits", "spoken_captions")
 
 
 def make_builder(config) -> tfds.core.DatasetBuilder:
@@ -83,10 +84,9 @@ def available_splits(config) -> tuple[str, ...] | None:
     prepared). Cheap: a listing of the jsonl folder, the shapes counts, the fixed splits of the packaged sets."""
     if config.source == "shapes":
         return tuple(s for s in shapes.SPLITS if config.shapes[f"num_{s}"] > 0)
-    if config.source == "moving_shapes":
-        return tuple(s for s in moving_shapes.SPLITS if config.moving_shapes[f"num_{s}"] > 0)
-    if config.source in AUDIO_SOURCES:
-        return tuple(s for s in spoken.SPLITS if config[config.source][f"num_{s}"] > 0)
+    splits = {"moving_shapes": moving_shapes.SPLITS, "sounding_shapes": sounding_shapes.SPLITS}
+    if config.source in _GENERATED:
+        return tuple(s for s in splits.get(config.source, spoken.SPLITS) if config[config.source][f"num_{s}"] > 0)
     if config.source in ("easy_vqa", "fashion_mnist"):
         return ("train", "test")
     if config.source == "jsonl":

@@ -79,14 +79,14 @@ class Task:
         """One example with the shapes the model is initialized with (image-text by default)."""
         data, length = self.config.data, self.config.data.tokenizer.max_length
         text = {"input_ids": np.zeros((1, length), np.int32), "attention_mask": np.ones((1, length), np.int32)}
+        batch = {}
         if data.audio_samples:
             samples = data.audio_samples
-            return {
-                "audio": np.zeros((1, samples), np.float32),
-                "audio_length": np.full((1,), samples, np.int32),
-            } | text
-        frames = (data.num_frames,) if data.num_frames else ()  # a clip [T, S, S, 3]
-        return {"image": np.zeros((1, *frames, data.image_size, data.image_size, 3), np.float32)} | text
+            batch |= {"audio": np.zeros((1, samples), np.float32), "audio_length": np.full((1,), samples, np.int32)}
+        if data.num_frames or not data.audio_samples:  # a clip [T, S, S, 3] (with its soundtrack), or an image
+            frames = (data.num_frames,) if data.num_frames else ()
+            batch["image"] = np.zeros((1, *frames, data.image_size, data.image_size, 3), np.float32)
+        return batch | text
 
     @staticmethod
     def media(batch):
