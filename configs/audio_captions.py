@@ -1,7 +1,8 @@
-"""Spoken descriptions of two `shapes` objects ("a large blue cross at the top and a small red square at the left",
-eSpeak NG, built offline): audio-text
-retrieval (CLAP's recipe: a CLIP whose image side is an audio tower) or transcription (the captioner over an audio
-tower, word error rate). The test split is spoken by voices training never hears.
+"""Spoken descriptions of two `shapes` objects (eSpeak NG, built offline): audio-text retrieval or transcription.
+
+"a large blue cross at the top and a small red square at the left", 3-7 s of speech. Retrieval is CLAP's recipe (a
+CLIP whose image side is an audio tower); transcription is the captioner over an audio tower, scored by word error
+rate. The test split is spoken by voices training never hears.
 
     mmjax train --config configs/audio_captions.py --workdir runs/clap                        # retrieval
     mmjax train --config configs/audio_captions.py:task=transcription --workdir runs/asr      # transcription
