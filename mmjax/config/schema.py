@@ -86,6 +86,11 @@ TOP = {
         "path": ("", "the workdir or directory"),
         "source": ("", "'/'-separated subtree of the loaded params to take ('' = all), e.g. 'bert'"),
         "target": ("", "'/'-separated subtree of this model's params to fill ('' = all), e.g. 'text_tower'"),
+        "adapt": (
+            "",
+            "'' (as is), or inflate_central / inflate_average (image ViT -> model.image's video_vit), ast_from_vit",
+            ("", "inflate_central", "inflate_average", "ast_from_vit"),
+        ),  # fmt: skip
     },
     "on_nonfinite": ("error", "a non-finite loss or gradient stops the run, or skips the update", ("error", "skip")),
     "profile_steps": ((), "(first, last), counted from 1: trace these steps into workdir/profile"),

@@ -6,6 +6,9 @@ config.init_from keys:
   path    the workdir or directory
   source  '/'-separated subtree of the loaded parameters to take ('' = all), e.g. 'bert' for a BertModel
   target  '/'-separated subtree of this model's parameters to fill ('' = all), e.g. 'text_tower'
+  adapt   '' (take the weights as they are) or a change of architecture applied to them first, into the tower
+          `model.image` describes: 'inflate_central' / 'inflate_average' (an image ViT's weights -> a `video_vit`:
+          `encoders.inflate_vit`), 'ast_from_vit' (an image ViT's -> an `ast`: `encoders.ast_from_vit`)
 Every parameter of the target subtree must be present with its exact shape: a mismatch lists them all.
 """
 
@@ -29,13 +32,15 @@ def _subtree(tree: Any, path: str, what: str) -> Any:
     return tree
 
 
-def check(cfg, params) -> None:
-    """Before any work: `cfg.target` names a subtree of `params` (abstract shapes suffice) and the source exists."""
+def check(cfg, params, tower=None) -> None:
+    """Before any work: `cfg.target` names a subtree of `params` (abstract shapes suffice), the source exists,
+    and `tower` (model.image's) is what `cfg.adapt` makes."""
     if not cfg.kind:
         return
     if not epath.Path(cfg.path).exists():
         raise FileNotFoundError(f"init_from.path {cfg.path!r} does not exist")
     _subtree(params, cfg.target, "target")
+    _adapter(cfg, tower)
 
 
 def load_source(cfg) -> Any:
@@ -52,6 +57,34 @@ def load_source(cfg) -> Any:
     else:
         raise ValueError(f"config key 'init_from.kind' must be '', 'hf' or 'mmjax', got {cfg.kind!r}")
     return jax.tree.map(np.asarray, _subtree(params, cfg.source, "source"))
+
+
+ADAPTATIONS = ("", "inflate_central", "inflate_average", "ast_from_vit")
+
+
+def _adapter(cfg, tower):
+    """The function `cfg.adapt` names, after checking `tower` is what it makes; None for ''."""
+    from mmjax.encoders import AST, VideoViT, ast_from_vit, inflate_vit
+
+    if cfg.adapt == "":
+        return None
+    if cfg.adapt in ("inflate_central", "inflate_average"):
+        if not isinstance(tower, VideoViT):
+            raise ValueError(
+                f"init_from.adapt {cfg.adapt!r} inflates into a video_vit tower, not {type(tower).__name__}"
+            )
+        return lambda vit: inflate_vit(vit, tower, method=cfg.adapt.removeprefix("inflate_"))
+    if cfg.adapt == "ast_from_vit":
+        if not isinstance(tower, AST):
+            raise ValueError(f"init_from.adapt 'ast_from_vit' makes an ast tower, not {type(tower).__name__}")
+        return lambda vit: ast_from_vit(vit, tower)
+    raise ValueError(f"config key 'init_from.adapt' must be one of {ADAPTATIONS}, got {cfg.adapt!r}")
+
+
+def adapt(cfg, loaded: Any, tower) -> Any:
+    """`loaded` (an image ViT's parameters) made into parameters of `tower` as `cfg.adapt` says; as is for ''."""
+    adapter = _adapter(cfg, tower)
+    return loaded if adapter is None else jax.tree.map(np.asarray, adapter(loaded))
 
 
 def merge(params: Any, loaded: Any, target: str) -> Any:

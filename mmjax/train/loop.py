@@ -37,7 +37,7 @@ from mmjax.train.optim import build_optimizer
 from mmjax.train.resume import check_resume
 from mmjax.train.state import TrainState
 from mmjax.train.step import compiler_options, make_train_step, stop_frozen
-from mmjax.train.tasks import Task, build_task
+from mmjax.train.tasks import Task, build_task, tower_from_config
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ class Setup:
         with _config_errors("optim.rules"):
             self.optimizer = build_optimizer(config.optim, abstract_params, config.total_steps)
         with _config_errors("init_from"):
-            init_from_lib.check(config.init_from, abstract_params)
+            init_from_lib.check(config.init_from, abstract_params, self._adapt_tower())
         self.abstract_state, self.shardings = sharding.abstract_sharded(self._new_state, self.mesh, self.rules,
                                                                         self.init_rng)  # fmt: skip
         self.batch_sharding = sharding.batch_sharding(self.mesh)
@@ -113,10 +113,17 @@ class Setup:
         if cfg.kind:
             with _config_errors("init_from"):
                 loaded = init_from_lib.load_source(cfg)
+                loaded = init_from_lib.adapt(cfg, loaded, self._adapt_tower())
                 params = init_from_lib.merge(state.params, loaded, cfg.target)
             state = state.replace(params=params)
             logger.info("initialized %r from %s %s", cfg.target or "all params", cfg.kind, cfg.path)
         return state
+
+    def _adapt_tower(self):
+        """The tower `init_from.adapt` makes weights for: model.image's (None when nothing is adapted)."""
+        if not self.config.init_from.adapt:
+            return None
+        return tower_from_config(self.config.model.image, jnp.float32)
 
     def model_flops(self, batch_size: int | None = None) -> float:
         """FLOPs of one train step on a global batch (default: the config's): the contractions of the loss and of

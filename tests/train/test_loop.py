@@ -7,11 +7,13 @@ import pathlib
 import re
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from train_testing import BASELINE_STEPS, REPO, TINY, read_metrics, tiny_overrides
 
 from mmjax import cli
+from mmjax import config as mmconfig
 from mmjax.train import init_from as init_from_lib
 from mmjax.train.checkpoint import Checkpointer
 from mmjax.train.loop import Setup, train
@@ -274,3 +276,26 @@ def test_mmjax_eval_needs_only_the_workdir(baseline_run, data_dir, capsys):
     assert again[min(RETRIEVAL_KEYS)] == trained[min(RETRIEVAL_KEYS)], "the trained split's numbers stay"
     assert cli.main(["eval", "--workdir", str(workdir / "nowhere")]) == 1
     assert capsys.readouterr().err.strip().endswith("train first, or give --config")
+
+
+def test_init_from_inflates_an_image_run_into_a_video_tower(baseline_run, data_dir):
+    """The image tower of a CLIP run starts a video_vit (`init_from.adapt`), as video models start from image ones;
+    a tower the adaptation cannot make fails at set-up in one line."""
+    from mmjax.encoders import inflate_vit
+    from mmjax.train.tasks import tower_from_config
+
+    _, workdir, _ = baseline_run
+    spec = f"{REPO}/configs/video_shapes.py:tiny,tower=video_vit"
+    stated = ["init_from.kind=mmjax", f"init_from.path={workdir}", "init_from.source=image_tower"]
+    stated += ["init_from.target=towers_image", "init_from.adapt=inflate_central", "model.image.pre_norm=True"]
+    config = mmconfig.load_config(spec, tiny_overrides(data_dir, *stated))
+    state = Setup(config, jax.devices()[:1]).init_state()
+    image = Checkpointer(workdir / "checkpoints", async_save=False).restore_params()["image_tower"]
+    want = inflate_vit(image, tower_from_config(config.model.image, jnp.float32), method="central")
+    jax.tree.map(
+        lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)), state.params["towers_image"], want
+    )
+
+    frames = mmconfig.load_config(f"{REPO}/configs/video_shapes.py:tiny", tiny_overrides(data_dir, *stated))
+    with pytest.raises(mmconfig.ConfigError, match="inflates into a video_vit tower, not FrameViT"):
+        Setup(frames, jax.devices()[:1])
