@@ -187,6 +187,19 @@ class Captioning(Evaluator):
         return mmeval.captioning_metrics(predictions, references)
 
 
+class Correspondence(Evaluator):
+    """Audio-visual correspondence: each clip's own soundtrack against every other clip's, and against its own
+    shifted in time, reported apart (`mmjax.eval.correspondence_metrics`)."""
+
+    NEEDS = ("predict_correspondence",)
+
+    def predict(self, params, batch):
+        return self.task.predict_correspondence(params, batch)
+
+    def metrics(self, out):
+        return mmeval.correspondence_metrics(out["video"], out["audio"], out["shifted"])
+
+
 class Pretrain(Evaluator):
     """Masked-token loss and accuracy over every masked token of the split, pair loss and accuracy over every
     example (each example weighs the same, whichever batch it is in)."""
@@ -214,6 +227,7 @@ EVALUATORS: dict[str, type[Evaluator]] = {
     "classification": Classification,
     "captioning": Captioning,
     "pretrain": Pretrain,
+    "correspondence": Correspondence,
 }
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ml_collections
 
 from mmjax.data import DatasetInfo
+from mmjax.train.tasks.audiovisual import CorrespondenceTask
 from mmjax.train.tasks.base import DTYPES, Task, to_host, tower_from_config
 from mmjax.train.tasks.captioning import CaptioningTask
 from mmjax.train.tasks.classification import ClassificationTask
@@ -23,6 +24,7 @@ TASKS: dict[str, type[Task]] = {
     "classification": ClassificationTask,
     "visualbert_pretrain": VisualBertPretrainTask,
     "captioning": CaptioningTask,
+    "correspondence": CorrespondenceTask,
 }
 
 
@@ -38,6 +40,7 @@ __all__ = [
     "CaptioningTask",
     "ClassificationTask",
     "ContrastiveTask",
+    "CorrespondenceTask",
     "Task",
     "VQATask",
     "VisualBertPretrainTask",
