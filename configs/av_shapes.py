@@ -6,6 +6,7 @@
     mmjax train --config configs/av_shapes.py:modality=audio --workdir runs/av_audio       # the audio control
     mmjax sweep --config configs/av_shapes.py --workdir runs/av_fusions                    # the four fusions
     mmjax train --config configs/av_shapes.py:task=correspondence --workdir runs/avc       # does it sound like this?
+    mmjax train --config configs/av_shapes.py:task=localization --workdir runs/avl         # where is the sound?
     mmjax train --config configs/av_shapes.py:tiny --workdir /tmp/av
 
 Batches hold an 8-frame 32 px clip and its 1 s soundtrack (8 frames at 8 fps = 16,000 samples). The class is
@@ -20,7 +21,9 @@ audio_digits' AST (98 frames of 64 mel bins, computed in the model step); `fusio
 
 `task=correspondence` embeds the clip and the soundtrack apart (`mmjax.models.AudioVisual`) and contrasts each clip
 with the batch's other soundtracks and with its own rolled by half its length; the evaluator reports accuracy
-against each kind of negative apart.
+against each kind of negative apart. `task=localization` scores a clip against a soundtrack by the best-matching
+patch of each frame (`mmjax.models.SoundLocalizer`, 4 px patches: an 8 x 8 heatmap), trained without boxes; the
+evaluator plays the pointing game against the sounding shape's box, beside the frame-centre baseline.
 """
 
 import pathlib
@@ -34,13 +37,13 @@ from common import deep_update, parse_arg, tiny_schedule  # noqa: E402
 
 VARIANTS = {
     "tiny": "seconds on a CPU (64 clips, small towers)",
-    "task=classification|correspondence": "the fused label (the sounding shape's size) from the clip and its "
-    "soundtrack (default), or whether a soundtrack belongs to a clip",
+    "task=classification|correspondence|localization": "the fused label (the sounding shape's size) from the clip "
+    "and its soundtrack (default), whether a soundtrack belongs to a clip, or where in the frame it comes from",
     "fusion=early|late|mid|bottleneck": "modality=both: how the towers meet (default early)",
     "modality=both|video|audio": "both towers through the fusion (default), or one tower alone (the controls)",
 }
 ARGS = {"task": "classification", "fusion": "early", "modality": "both"}
-TASKS = ("classification", "correspondence")
+TASKS = ("classification", "correspondence", "localization")
 FUSION_FIELDS = {
     "early": {},
     "late": {"combine": "concat"},
@@ -93,12 +96,14 @@ def get_config(arg=None):
         "checkpoint_every": 500,
         "evals": {"classification": {"split": "test"}},
     }
-    if a["task"] == "correspondence":
+    if a["task"] != "classification":
         if a["modality"] != "both" or a["fusion"] != ARGS["fusion"]:
-            raise ValueError("task=correspondence embeds both modalities apart: it takes no modality= or fusion=")
-        c.update(task="correspondence", evals={"correspondence": {"split": "test"}})
+            raise ValueError(f"task={a['task']} embeds both modalities apart: it takes no modality= or fusion=")
+        c.update(task=a["task"], evals={a["task"]: {"split": "test"}})
         c["data"].pop("label_field")
         c["model"] = {"image": dict(VIDEO), "audio": dict(AUDIO), "embed_dim": 128}
+        if a["task"] == "localization":  # a finer heatmap: 8 x 8 patches of 4 px, as small as the small shapes
+            c["model"]["image"].update(patch_size=4, temporal_depth=0)
     elif kind == "av":
         layers = {"width": 128, "num_layers": 4, "num_heads": 4} if a["fusion"] != "late" else {}
         c["model"]["fusion"] = {"name": a["fusion"], **layers, **FUSION_FIELDS[a["fusion"]]}
@@ -109,10 +114,13 @@ def get_config(arg=None):
                 "data": {
                     "sounding_shapes": {"num_train": 64, "num_validation": 16, "num_test": 16, "num_compositional": 16}
                 },
-                "model": {"image": {**TINY_TOWER, "temporal_depth": 1}, "audio": TINY_TOWER},
+                "model": {
+                    "image": {**TINY_TOWER, "temporal_depth": min(1, c["model"]["image"]["temporal_depth"])},
+                    "audio": TINY_TOWER,
+                },
             },
         )
-        if a["task"] == "correspondence":
+        if a["task"] != "classification":
             c["model"]["embed_dim"] = 16
         if "fusion" in c["model"] and a["fusion"] != "late":
             c["model"]["fusion"].update({"width": 32, "num_layers": 2, "num_heads": 2})

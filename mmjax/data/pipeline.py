@@ -225,6 +225,7 @@ def build_pipeline(
         frame_order=config.frame_order,
         audio_samples=config.audio_samples,
         audio_random_window=train,
+        sounding_boxes=config.sounding_boxes,
         text_overflow=config.text_overflow,
         bad_records=config.bad_records,
     )

@@ -1,7 +1,7 @@
 """Complete models: encoders + fusion + heads. Usable without the trainer: init/apply like any Linen module."""
 
 from mmjax.models.ast import ASTForAudioClassification, ASTModel
-from mmjax.models.audiovisual import AudioVisual, time_shifted
+from mmjax.models.audiovisual import AudioVisual, SoundLocalizer, time_shifted
 from mmjax.models.bert import BertModel
 from mmjax.models.captioner import Captioner, beam_search, greedy_decode
 from mmjax.models.classifier import Classifier
@@ -22,6 +22,7 @@ __all__ = [
     "ASTForAudioClassification",
     "ASTModel",
     "HEADS",
+    "SoundLocalizer",
     "AnswerHead",
     "AudioVisual",
     "BertModel",

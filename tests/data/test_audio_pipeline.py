@@ -130,6 +130,8 @@ def test_an_image_tower_refuses_audio():
         ("av_shapes.py:tiny", ["data.num_frames=4"], "'data.num_frames' (4) and 'model.image.num_frames' (8) disagree"),
         ("av_shapes.py:tiny,modality=video", ["model.kind=av"], "'model.fusion' is required with model.kind='av'"),
         ("audio_digits.py:tiny", ["model.kind=audio"], "'model.audio' is required with model.kind='audio'"),
+        ("av_shapes.py:tiny,task=correspondence", ["model.shift=1.5"], "'model.shift' must be in (0, 1), got 1.5"),
+        ("av_shapes.py:tiny,task=localization", ["data.audio_samples=32000"], "more than 'model.audio.max_length'"),
     ],
 )
 def test_audio_visual_config_mistakes_fail_in_one_line_naming_the_key(spec, overrides, message):

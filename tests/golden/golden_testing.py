@@ -64,6 +64,7 @@ SPECS = (
     "av_shapes.py:tiny,modality=video",
     "av_shapes.py:tiny,modality=audio",
     "av_shapes.py:tiny,task=correspondence",
+    "av_shapes.py:tiny,task=localization",
 )
 # The mesh the PartitionSpecs are pinned on: 8 fake CPU devices (tests/conftest.py) under the fsdp_tp preset.
 SHARDING = "fsdp_tp"

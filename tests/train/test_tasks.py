@@ -39,6 +39,7 @@ CASES = {
         for v in ("fusion=early", "fusion=late", "fusion=mid", "fusion=bottleneck", "modality=video", "modality=audio")
     },
     "av_correspondence": ("av_shapes.py:tiny,task=correspondence", "correspondence/accuracy/time_shift"),
+    "av_localization": ("av_shapes.py:tiny,task=localization", "localization/pointing_accuracy"),
 }
 
 

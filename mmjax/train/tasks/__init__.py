@@ -9,7 +9,7 @@ from __future__ import annotations
 import ml_collections
 
 from mmjax.data import DatasetInfo
-from mmjax.train.tasks.audiovisual import CorrespondenceTask
+from mmjax.train.tasks.audiovisual import CorrespondenceTask, LocalizationTask
 from mmjax.train.tasks.base import DTYPES, Task, to_host, tower_from_config
 from mmjax.train.tasks.captioning import CaptioningTask
 from mmjax.train.tasks.classification import ClassificationTask
@@ -25,6 +25,7 @@ TASKS: dict[str, type[Task]] = {
     "visualbert_pretrain": VisualBertPretrainTask,
     "captioning": CaptioningTask,
     "correspondence": CorrespondenceTask,
+    "localization": LocalizationTask,
 }
 
 
@@ -41,6 +42,7 @@ __all__ = [
     "ClassificationTask",
     "ContrastiveTask",
     "CorrespondenceTask",
+    "LocalizationTask",
     "Task",
     "VQATask",
     "VisualBertPretrainTask",
