@@ -132,7 +132,8 @@ def get_config(arg=None):
 
 def get_sweep(arg=None):
     """The fusion ablation: the same towers and budget, four ways to fuse them."""
-    if parse_arg(arg, **ARGS)["modality"] != "both":
+    a = parse_arg(arg, **ARGS)
+    if a["modality"] != "both" or a["task"] != "classification":
         return []
     return [{"product": {"model.fusion": [_fusion(name, arg) for name in FUSION_FIELDS]}}]
 
