@@ -6,7 +6,8 @@ both keys. Which keys were stated is read from the raw (file + overrides) dict, 
   data.image_size <-> model.image.image_size      the pipeline feeds the size the image tower was built for
   data.num_frames <-> model.image.num_frames      ... and the clip length a video tower was built for
                                                  (data.frame_order other than keep needs clips)
-  data.audio_samples -> model.image                audio goes to a tower with a frontend, long enough for it
+  data.audio_samples -> model.image | model.audio  audio goes to a tower with a frontend, long enough for it
+                                                 (model.audio: the soundtrack beside model.image's clip)
   data.tokenizer.max_length  <= model.text.max_length (None: equal to it; longer: the unstated table follows)
   model.text.vocab_size      >= the tokenizer's vocabulary (unset: equal to it)
   data.task                  the record layout the task reads (Task.DATA_TASK), unless stated
@@ -57,9 +58,10 @@ _HOP = 160  # samples per frame of both frontend presets (10 ms at 16 kHz)
 
 
 def _audio(config: dict) -> bool:
-    """Whether the visual slot holds audio; checks that the data and the tower agree on it, and that the tower
-    sees every sample of the waveforms it is fed."""
-    image, data = config.get("model", {}).get("image"), config["data"]
+    """Whether the visual slot holds audio; checks that the data and the towers agree on it, and that the tower
+    fed the waveforms (model.audio beside a video tower, else model.image) sees every sample of them."""
+    model, data = config.get("model", {}), config["data"]
+    image, audio = model.get("image"), model.get("audio")
     samples = data["audio_samples"]
     tower = image["name"] if image else None
     if data["source"] in _AUDIO_SOURCES and not samples:
@@ -67,36 +69,55 @@ def _audio(config: dict) -> bool:
             f"config key 'data.audio_samples' must be > 0 with data.source={data['source']!r}: the waveform length "
             "in batches (e.g. 16000 for 1 s at 16 kHz)"
         )
+    if audio:  # a clip and its soundtrack, each to its own tower: model.image takes the clip (_num_frames checks)
+        if "frontend" not in audio:
+            raise ConfigError(
+                f"config key 'model.audio.name' is {audio['name']!r}, not an audio tower; choose ast, whisper or "
+                "spectrogram_cnn"
+            )
+        if not samples:
+            raise ConfigError(
+                "config key 'data.audio_samples' must be > 0 with model.audio set: the audio tower's input"
+            )
+        _audio_tower(audio, "model.audio", data)
+        return False
     if not image or "frontend" not in image:
-        if samples and image:
+        # a video tower beside the soundtrack reads the clip alone (the video control of audio-visual models)
+        if samples and image and "num_frames" not in image:
             raise ConfigError(
                 f"config key 'data.audio_samples' is {samples} but model.image ({tower!r}) is not an audio tower; "
-                "choose ast, whisper or spectrogram_cnn"
+                "choose ast, whisper or spectrogram_cnn (or a video tower, for a clip with its soundtrack)"
             )
         return False
     if not samples:
         return False  # an audio tower fed spectrograms by the user's own code
+    _audio_tower(image, "model.image", data)
+    return True
+
+
+def _audio_tower(tower: dict, key: str, data: dict) -> None:
+    """The audio tower at config `key` computes its spectrogram from the 16 kHz waveforms and sees all of them."""
+    samples = data["audio_samples"]
     if data["sample_rate"] != 16_000:
         raise ConfigError(
             f"config key 'data.sample_rate' is {data['sample_rate']} but the audio towers' frontends take 16000 Hz"
         )
-    if image["frontend"] is None:
+    if tower["frontend"] is None:
         raise ConfigError(
-            f"config key 'model.image.frontend' must be set ('ast' or 'whisper'): batches hold waveforms "
-            f"(data.audio_samples={samples}) and {tower!r} would read them as spectrograms"
+            f"config key '{key}.frontend' must be set ('ast' or 'whisper'): batches hold waveforms "
+            f"(data.audio_samples={samples}) and {tower['name']!r} would read them as spectrograms"
         )
     frames = (samples - 400) // _HOP + 1  # frames of 25 ms every 10 ms, as AST's preset frames them
-    if "max_length" in image and not image.get("interpolate_pos_embed") and frames > image["max_length"]:
+    if "max_length" in tower and not tower.get("interpolate_pos_embed") and frames > tower["max_length"]:
         raise ConfigError(
             f"config key 'data.audio_samples' ({samples}) gives {frames} frames, more than "
-            f"'model.image.max_length' ({image['max_length']}): the tower would cut the audio"
+            f"'{key}.max_length' ({tower['max_length']}): the tower would cut the audio"
         )
-    if "max_positions" in image and samples > 2 * image["max_positions"] * _HOP:
+    if "max_positions" in tower and samples > 2 * tower["max_positions"] * _HOP:
         raise ConfigError(
-            f"config key 'data.audio_samples' ({samples}) is longer than the {2 * image['max_positions'] * _HOP} "
-            f"samples 'model.image.max_positions' ({image['max_positions']}) covers: the tower would cut the audio"
+            f"config key 'data.audio_samples' ({samples}) is longer than the {2 * tower['max_positions'] * _HOP} "
+            f"samples '{key}.max_positions' ({tower['max_positions']}) covers: the tower would cut the audio"
         )
-    return True
 
 
 def _num_frames(config: dict, raw: Mapping) -> None:

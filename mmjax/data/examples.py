@@ -87,6 +87,8 @@ class ToExample(grain.transforms.RandomMap):
         with `audio_length` (real samples); the example then has no image (the audio takes the visual slot), unless
         num_frames is set too: then it has both, the clip and its soundtrack from the start (the frames are spread
         over the whole clip, so the whole soundtrack is what they show).
+      sounding_boxes: clips: add `sounding_boxes` [T, 2, 4], the record's `boxes` [frames, 2 objects, 4] in each
+        sampled frame, the `sounding` object's first, as they are (so no random crop or flip may move the pixels).
       audio_random_window: cut a longer waveform at a random offset (training) instead of keeping its start; not
         with num_frames (the sound would no longer be the frames').
       text_overflow: "truncate", or "error" to treat text longer than the tokenizer's T as a bad record.
@@ -107,6 +109,7 @@ class ToExample(grain.transforms.RandomMap):
     frame_order: str = "keep"
     audio_samples: int = 0
     audio_random_window: bool = False
+    sounding_boxes: bool = False
     text_overflow: str = "truncate"
     bad_records: str = "skip"
 
@@ -122,6 +125,10 @@ class ToExample(grain.transforms.RandomMap):
             raise ValueError(f"data.frame_order: expected one of {FRAME_ORDERS}, got {self.frame_order!r}")
         if self.frame_order != "keep" and not self.num_frames:
             raise ValueError(f"data.frame_order={self.frame_order!r} reorders clips, but data.num_frames is unset")
+        if self.sounding_boxes and not self.num_frames:
+            raise ValueError("data.sounding_boxes: the boxes are per frame of a clip, but data.num_frames is unset")
+        if self.sounding_boxes and (self.image.random_crop or self.image.flip):
+            raise ValueError("data.sounding_boxes: boxes are not cropped nor flipped; set data.random_crop=False")
         if self.num_frames and self.max_regions:
             raise ValueError("data.max_regions: region boxes are for still images, not clips (data.num_frames)")
         self._answer_ids = {a: i for i, a in enumerate(self.answers)}
@@ -157,6 +164,8 @@ class ToExample(grain.transforms.RandomMap):
             out["image"] = np.zeros((*self._frames_shape(), self.image.size, self.image.size, 3), np.uint8)
         if self.max_regions:
             out |= self._regions(np.zeros((0, 4), np.float32), np.zeros((0,), np.int32))
+        if self.sounding_boxes:
+            out["sounding_boxes"] = np.zeros((self.num_frames, 2, 4), np.float32)
         if self.task == "image_text" and self.captions == "all":
             out[TEXT_KEY] = np.full((self.max_captions,), None, dtype=object)
             out["caption_mask"] = np.zeros((self.max_captions,), np.int32)
@@ -189,8 +198,13 @@ class ToExample(grain.transforms.RandomMap):
                 return out | self._texts_and_targets(record, rng)
         if self.num_frames:
             frames = decode_frames(self._field(record, "image"))
-            picked = frames[frame_indices(len(frames), self.num_frames)]
-            out["image"] = self.image.augment_frames(picked, rng)
+            indices = frame_indices(len(frames), self.num_frames)
+            out["image"] = self.image.augment_frames(frames[indices], rng)
+            if self.sounding_boxes:
+                boxes = np.asarray(self._field(record, "boxes"), np.float32)[indices]
+                source = int(self._field(record, "sounding"))
+                order = [source] + [k for k in range(boxes.shape[1]) if k != source]
+                out["sounding_boxes"] = boxes[:, order]
             out |= self._texts_and_targets(record, rng)
             # drawn last, so a control's clip has the same crop, flip and caption as the kept order's
             out["image"] = self._ordered(out["image"], rng)

@@ -196,6 +196,7 @@ def build_pipeline(
     rows = local_rows(config.batch_size, sharding=sharding, shard_options=shard_options)
     source = sources.open_source(config, split)
     sources.check_audio(source, config.audio_samples, config.sample_rate)
+    sources.check_label_field(source, config.label_field)
     if train and config.holdout_labels:
         source = sources.without_labels(source, config.holdout_labels)
     if train and config.train_question_types:
@@ -214,7 +215,7 @@ def build_pipeline(
         image=image,
         tokenizer=tokenizer or tokenizer_from_config(config.tokenizer),
         where=source.where,
-        fields=source.fields,
+        fields={**source.fields, "label": config.label_field} if config.label_field != "label" else source.fields,
         captions=config.captions if train else ("all" if config.captions == "all" else "first"),
         max_captions=config.max_captions,
         answers=source.answers,
@@ -224,6 +225,7 @@ def build_pipeline(
         frame_order=config.frame_order,
         audio_samples=config.audio_samples,
         audio_random_window=train,
+        sounding_boxes=config.sounding_boxes,
         text_overflow=config.text_overflow,
         bad_records=config.bad_records,
     )

@@ -118,6 +118,16 @@ KEYS = {
     "captions": ("random", "caption per image when training; evaluation uses the first unless 'all'", CAPTION_MODES),
     "max_captions": (5, "K, captions per image in batches with captions='all'"),
     "max_regions": (0, "R, object boxes per example in batches (0: no region keys)"),
+    "label_field": (
+        "label",
+        "the record field batches carry as `label` (sounding_shapes: `fused_label`, the sounding object's size, "
+        "which neither the clip nor the soundtrack alone gives)",
+    ),
+    "sounding_boxes": (
+        False,
+        "sounding_shapes clips: batches carry `sounding_boxes` [T, 2, 4], both objects' boxes (x0, y0, x1, y1 in "
+        "[0, 1]) in each sampled frame, the sounding one first; set by the localization evaluator (never cropped)",
+    ),
     "holdout_labels": ((), "image classes (label values) left out of training; evaluation sees them all"),
     "train_question_types": ((), "VQA: train on these question types only (a curriculum stage)"),
     "text_overflow": ("truncate", "text longer than T: truncate, or error (a bad record)", ("truncate", "error")),

@@ -123,6 +123,7 @@ class DatasetInfo:
 def dataset_info(config) -> DatasetInfo:
     """Prepares the dataset `config` (= config.data) describes if needed, and says what it holds."""
     source = open_source(config, "train")
+    check_label_field(source, config.label_field)  # before a task is built on its classes
     splits = available_splits(config) or ()
     return DatasetInfo(
         splits=splits,
@@ -155,6 +156,8 @@ def open_source(config, split: str) -> Source:
     with builders.prepare_lock(make_builder(config).data_dir):
         builder = builders.prepare(make_builder(config))
     meta = builder.info.metadata or {}
+    # the class names of the field batches carry as `label` (none known for another field)
+    classes = meta.get(_CLASS_NAMES.get(config.label_field, ""), ())
     # a builder of one layout says so (TASK); the configurable ones (shapes, jsonl) keep it in their config
     task = getattr(builder, "TASK", None) or builder.builder_config.task
     return Source(
@@ -163,11 +166,27 @@ def open_source(config, split: str) -> Source:
         task,
         answers=tuple(config.answers or meta.get("answers", ())),
         question_types=tuple(meta.get("question_types", ())),
-        classes=tuple(meta.get("classes", ())),
+        classes=tuple(classes),
         prepared_skips=dict(meta.get("bad_records", {})),
         fields=dict(getattr(builder, "FIELDS", {})),
         sample_rate=meta.get("sample_rate"),
     )
+
+
+# record field -> the builder metadata naming its classes
+_CLASS_NAMES = {"label": "classes", "fused_label": "fused_classes"}
+
+
+def check_label_field(source: Source, field: str) -> None:
+    """Fails naming the key unless the records hold `field`, the one batches carry as `label`: a missing field
+    would otherwise read as -1 ("unknown") in every record."""
+    if field == "label" or not len(source.data):
+        return
+    record = source.data[0]
+    if field not in record:
+        raise ValueError(
+            f"data.label_field: the records of {source.where} have no field {field!r} (fields: {sorted(record)})"
+        )
 
 
 def check_audio(source: Source, audio_samples: int, sample_rate: int) -> None:

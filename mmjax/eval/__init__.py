@@ -14,6 +14,7 @@ host-side Python.
 Ties in rankings count against the correct item (`mmjax.eval.ranking`).
 """
 
+from mmjax.eval.audiovisual import correspondence_metrics, localization_metrics, pointing_hits
 from mmjax.eval.captioning import captioning_metrics, cider_d, cider_d_scores, corpus_bleu, tokenize
 from mmjax.eval.classification import classification_metrics
 from mmjax.eval.ranking import positive_ranks, recall_at_k
@@ -31,6 +32,9 @@ from mmjax.eval.zeroshot import (
 )
 
 __all__ = [
+    "correspondence_metrics",
+    "localization_metrics",
+    "pointing_hits",
     "DEFAULT_TEMPLATES",
     "accuracy_by_type",
     "build_prompts",

@@ -1,6 +1,7 @@
 """Complete models: encoders + fusion + heads. Usable without the trainer: init/apply like any Linen module."""
 
 from mmjax.models.ast import ASTForAudioClassification, ASTModel
+from mmjax.models.audiovisual import AudioVisual, SoundLocalizer, time_shifted
 from mmjax.models.bert import BertModel
 from mmjax.models.captioner import Captioner, beam_search, greedy_decode
 from mmjax.models.classifier import Classifier
@@ -21,7 +22,9 @@ __all__ = [
     "ASTForAudioClassification",
     "ASTModel",
     "HEADS",
+    "SoundLocalizer",
     "AnswerHead",
+    "AudioVisual",
     "BertModel",
     "Captioner",
     "ClassificationHead",
@@ -38,5 +41,6 @@ __all__ = [
     "greedy_decode",
     "init_text_from_bert",
     "l2_normalize",
+    "time_shifted",
     "visualbert_from_bert",
 ]

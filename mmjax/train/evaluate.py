@@ -187,6 +187,34 @@ class Captioning(Evaluator):
         return mmeval.captioning_metrics(predictions, references)
 
 
+class Correspondence(Evaluator):
+    """Audio-visual correspondence: each clip's own soundtrack against every other clip's, and against its own
+    shifted in time, reported apart (`mmjax.eval.correspondence_metrics`)."""
+
+    NEEDS = ("predict_correspondence",)
+
+    def predict(self, params, batch):
+        return self.task.predict_correspondence(params, batch)
+
+    def metrics(self, out):
+        return mmeval.correspondence_metrics(out["video"], out["audio"], out["shifted"])
+
+
+class Localization(Evaluator):
+    """Sound localization: the pointing game of each frame's heatmap maximum against the sounding object's box in
+    that frame, beside the centre prior (`mmjax.eval.localization_metrics`). Only this split's batches carry boxes
+    (data.sounding_boxes); training never sees one."""
+
+    DATA = {"sounding_boxes": True}
+    NEEDS = ("predict_localization", "pointing_tolerance")
+
+    def predict(self, params, batch):
+        return {"points": self.task.predict_localization(params, batch), "boxes": batch["sounding_boxes"]}
+
+    def metrics(self, out):
+        return mmeval.localization_metrics(out["points"], out["boxes"], self.task.pointing_tolerance())
+
+
 class Pretrain(Evaluator):
     """Masked-token loss and accuracy over every masked token of the split, pair loss and accuracy over every
     example (each example weighs the same, whichever batch it is in)."""
@@ -214,6 +242,8 @@ EVALUATORS: dict[str, type[Evaluator]] = {
     "classification": Classification,
     "captioning": Captioning,
     "pretrain": Pretrain,
+    "correspondence": Correspondence,
+    "localization": Localization,
 }
 
 

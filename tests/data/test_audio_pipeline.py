@@ -116,3 +116,35 @@ def test_audio_config_mistakes_fail_in_one_line_naming_the_key(overrides, messag
 def test_an_image_tower_refuses_audio():
     with pytest.raises(mmconfig.ConfigError, match="'data.audio_samples' is 16000 but model.image .* not an audio"):
         mmconfig.load_config(f"{CONFIGS}/clip_shapes.py:tiny", ["data.audio_samples=16000"])
+
+
+@pytest.mark.parametrize(
+    ("spec", "overrides", "message"),
+    [
+        ("av_shapes.py:tiny", ["model.audio.frontend=None"], "'model.audio.frontend' must be set"),
+        (
+            "av_shapes.py:tiny",
+            ["data.audio_samples=32000"],
+            "gives 198 frames, more than 'model.audio.max_length' (98)",
+        ),
+        ("av_shapes.py:tiny", ["data.num_frames=4"], "'data.num_frames' (4) and 'model.image.num_frames' (8) disagree"),
+        ("av_shapes.py:tiny,modality=video", ["model.kind=av"], "'model.fusion' is required with model.kind='av'"),
+        ("audio_digits.py:tiny", ["model.kind=audio"], "'model.audio' is required with model.kind='audio'"),
+        ("av_shapes.py:tiny,task=correspondence", ["model.shift=1.5"], "'model.shift' must be in (0, 1), got 1.5"),
+        ("av_shapes.py:tiny,task=localization", ["data.audio_samples=32000"], "more than 'model.audio.max_length'"),
+    ],
+)
+def test_audio_visual_config_mistakes_fail_in_one_line_naming_the_key(spec, overrides, message):
+    with pytest.raises(mmconfig.ConfigError) as e:
+        mmconfig.validate(mmconfig.load_config(f"{CONFIGS}/{spec}", overrides), 1)
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("modality, kind", [("both", "av"), ("video", "tower"), ("audio", "audio")])
+def test_a_clip_and_its_soundtrack_resolve_each_tower_against_its_own_data_key(modality, kind):
+    """model.image (a video tower) against data.num_frames, model.audio (an audio tower) against data.audio_samples:
+    the same batches for the fused model and each single-modality control."""
+    config = mmconfig.load_config(f"{CONFIGS}/av_shapes.py:tiny,modality={modality}")
+    mmconfig.validate(config, 1)
+    assert config.model.kind == kind
+    assert (config.data.num_frames, config.data.audio_samples, config.data.image_size) == (8, 16_000, 32)

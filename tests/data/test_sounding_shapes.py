@@ -221,6 +221,28 @@ def test_the_builder_stores_the_clips_and_the_pipeline_batches_clip_and_sound(tm
         want = ss.generate(0, "test", int(test["image_id"][row]))
         np.testing.assert_array_equal(test["audio"][row], want["audio"])
         assert int(test["label"][row]) == want["label"]
+    # data.label_field: the fused label as `label`, with its own class names; a field the records lack fails
+    config.label_field = "fused_label"
+    fused = {k: np.asarray(v) for k, v in next(mmdata.build_pipeline(config, "test", train=False)).items()}
+    want = [ss.generate(0, "test", int(i))["fused_label"] for i in fused["image_id"][:3]]
+    assert fused["label"][:3].tolist() == want and fused["label"][3] == -1
+    assert mmdata.dataset_info(config).classes == ("small", "large")
+    config.label_field = "size"
+    with pytest.raises(ValueError, match="data.label_field: the records of mmjax_sounding_shapes/train have no field"):
+        mmdata.build_pipeline(config, "train")
+    # data.sounding_boxes: both objects' boxes in each sampled frame, the sounding one first
+    config.update(label_field="label", sounding_boxes=True, random_crop=False)
+    boxed = {k: np.asarray(v) for k, v in next(mmdata.build_pipeline(config, "test", train=False)).items()}
+    assert boxed["sounding_boxes"].shape == (4, 4, 2, 4)
+    for row in range(3):
+        want = ss.generate(0, "test", int(boxed["image_id"][row]))
+        frames = np.linspace(0, 7, 4).round().astype(int)  # 4 of the 8 frames, spread uniformly
+        s = want["sounding"]
+        np.testing.assert_array_equal(boxed["sounding_boxes"][row], want["boxes"][frames][:, [s, 1 - s]])
+    config.random_crop = True
+    with pytest.raises(ValueError, match="data.sounding_boxes: boxes are not cropped"):
+        mmdata.build_pipeline(config, "train")
+    config.sounding_boxes = False
     config.audio_samples = 0
     with pytest.raises(ValueError, match="data.audio_samples: the records of mmjax_sounding_shapes/train hold audio"):
         mmdata.build_pipeline(config, "train")

@@ -57,6 +57,14 @@ SPECS = (
     "audio_digits.py:tiny,encoder=whisper",
     "audio_captions.py:tiny",
     "audio_captions.py:tiny,task=transcription",
+    "av_shapes.py:tiny",
+    "av_shapes.py:tiny,fusion=late",
+    "av_shapes.py:tiny,fusion=mid",
+    "av_shapes.py:tiny,fusion=bottleneck",
+    "av_shapes.py:tiny,modality=video",
+    "av_shapes.py:tiny,modality=audio",
+    "av_shapes.py:tiny,task=correspondence",
+    "av_shapes.py:tiny,task=localization",
 )
 # The mesh the PartitionSpecs are pinned on: 8 fake CPU devices (tests/conftest.py) under the fsdp_tp preset.
 SHARDING = "fsdp_tp"

@@ -33,6 +33,13 @@ CASES = {
     "audio_classification_ast": ("audio_digits.py:tiny", "classification/accuracy"),
     "audio_retrieval_cnn": ("audio_captions.py:tiny,encoder=cnn", "retrieval/text_to_image/recall@5"),
     "audio_transcription_whisper": ("audio_captions.py:tiny,task=transcription,encoder=whisper", "captioning/wer"),
+    # the fused label (the sounding shape's size) from a clip and its soundtrack, through each fusion and alone
+    **{
+        f"av_classification_{v.replace('=', '_')}": (f"av_shapes.py:tiny,{v}", "classification/accuracy")
+        for v in ("fusion=early", "fusion=late", "fusion=mid", "fusion=bottleneck", "modality=video", "modality=audio")
+    },
+    "av_correspondence": ("av_shapes.py:tiny,task=correspondence", "correspondence/accuracy/time_shift"),
+    "av_localization": ("av_shapes.py:tiny,task=localization", "localization/pointing_accuracy"),
 }
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ml_collections
 
 from mmjax.data import DatasetInfo
+from mmjax.train.tasks.audiovisual import CorrespondenceTask, LocalizationTask
 from mmjax.train.tasks.base import DTYPES, Task, to_host, tower_from_config
 from mmjax.train.tasks.captioning import CaptioningTask
 from mmjax.train.tasks.classification import ClassificationTask
@@ -23,6 +24,8 @@ TASKS: dict[str, type[Task]] = {
     "classification": ClassificationTask,
     "visualbert_pretrain": VisualBertPretrainTask,
     "captioning": CaptioningTask,
+    "correspondence": CorrespondenceTask,
+    "localization": LocalizationTask,
 }
 
 
@@ -38,6 +41,8 @@ __all__ = [
     "CaptioningTask",
     "ClassificationTask",
     "ContrastiveTask",
+    "CorrespondenceTask",
+    "LocalizationTask",
     "Task",
     "VQATask",
     "VisualBertPretrainTask",

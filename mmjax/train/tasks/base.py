@@ -91,10 +91,16 @@ class Task:
     @staticmethod
     def media(batch):
         """What the model's visual slot takes from a batch: pixels [B, S, S, 3], a clip [B, T, S, S, 3], or audio as
-        (waveforms [B, S], lengths [B]) for a tower with a frontend."""
-        if "audio" in batch:
-            return batch["audio"], batch["audio_length"]
+        (waveforms [B, S], lengths [B]) for a tower with a frontend. A batch holding a clip and its soundtrack gives
+        the clip (the soundtrack is `Task.audio`'s)."""
+        if "image" not in batch:
+            return Task.audio(batch)
         return batch["image"]
+
+    @staticmethod
+    def audio(batch):
+        """A batch's audio as an audio tower takes it: (waveforms [B, S], lengths [B])."""
+        return batch["audio"], batch["audio_length"]
 
     def step_batch(self, batch_size: int) -> dict[str, np.ndarray]:
         """A batch of `batch_size` placeholder examples holding every key the train step reads: what

@@ -8,6 +8,10 @@ config.model.kind picks the model from `MODEL_KINDS`:
               With model.visual='regions' the image tower is a `regions` tower (encoders.RegionEncoder) fed
               the same cropped regions and boxes as VisualBERT's region mode.
   tower       the visual tower alone (an image or a video tower) and the head: image or action classification.
+  av          Classifier(towers {video: model.image, audio: model.audio}, fusion = model.fusion): a clip and its
+              soundtrack (batches with data.num_frames and data.audio_samples), no text.
+  audio       the audio tower (model.audio) alone and the head: on the same batches as av, the control that
+              shows what the soundtrack alone gives (kind tower on the same batches is the video's).
 """
 
 from __future__ import annotations
@@ -79,6 +83,34 @@ def _tower_inputs(text: dict, visual: dict) -> tuple[tuple, dict]:
     return ({"image": _fusion_inputs(text, visual)[0][0]["image"]},), {}
 
 
+def _av(task: LabelTask, cfg) -> nn.Module:
+    fusion = cfg.fusion.to_dict()
+    return Classifier(
+        towers={"video": tower_from_config(cfg.image, task.dtype), "audio": tower_from_config(cfg.audio, task.dtype)},
+        fusion=build_fusion(fusion.pop("name"), dtype=task.dtype, **fusion),
+        num_classes=task.num_outputs(),
+        head=cfg.head,
+    )
+
+
+def _av_inputs(text: dict, visual: dict) -> tuple[tuple, dict]:
+    return ({"video": visual["pixel_values"], "audio": visual["audio"]},), {}
+
+
+def _audio(task: LabelTask, cfg) -> nn.Module:
+    # the audio tower alone: its pooled vector through the head, no clip, no text
+    return Classifier(
+        towers={"audio": tower_from_config(cfg.audio, task.dtype)},
+        fusion=build_fusion("late", dtype=task.dtype),
+        num_classes=task.num_outputs(),
+        head=cfg.head,
+    )
+
+
+def _audio_inputs(text: dict, visual: dict) -> tuple[tuple, dict]:
+    return ({"audio": visual["audio"]},), {}
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelKind:
     build: Callable  # (task, config.model) -> module
@@ -89,7 +121,11 @@ MODEL_KINDS = {
     "visualbert": ModelKind(_visualbert, _visualbert_inputs),
     "fusion": ModelKind(_fusion, _fusion_inputs),
     "tower": ModelKind(_tower, _tower_inputs),
+    "av": ModelKind(_av, _av_inputs),
+    "audio": ModelKind(_audio, _audio_inputs),
 }
+# the kinds that read the soundtrack from `audio` beside a clip: they need model.audio and both data keys
+_AV_KINDS = ("av", "audio")
 
 
 class LabelTask(Task):
@@ -98,7 +134,8 @@ class LabelTask(Task):
     MODEL_KEYS = {
         "kind": (
             "visualbert",
-            "the model: visualbert (single stream), fusion (towers + a fusion) or tower (the visual tower alone)",
+            "the model: visualbert (single stream), fusion (towers + a fusion), tower (the visual tower alone), "
+            "av (a clip and its soundtrack: video + audio towers + a fusion) or audio (the audio tower alone)",
             tuple(MODEL_KINDS),
         ),
         "visual": ("grid", "visual tokens: grid (image tower tokens) or regions (object boxes)", ("grid", "regions")),
@@ -108,14 +145,30 @@ class LabelTask(Task):
         "head": ("classification", "fusion: the head on the fused tokens", tuple(HEADS)),
         "image": IMAGE_TOWER,
         "text": Named("tower", "bert", "the text tower (a bert tower for visualbert)"),
-        "fusion": Named("fusion", None, "fusion: {name, ...fields of that fusion module}"),
+        "audio": Named("tower", None, "av, audio: the audio tower (with a frontend: it takes the waveforms)"),
+        "fusion": Named("fusion", None, "fusion, av: {name, ...fields of that fusion module}"),
     }
 
     @classmethod
     def validate_config(cls, config) -> None:
         cfg = config.model
-        if cfg.kind == "fusion" and cfg.fusion is None:
-            raise ConfigError("config key 'model.fusion' is required with model.kind='fusion' (e.g. {'name': 'early'})")
+        if cfg.kind in ("fusion", "av") and cfg.fusion is None:
+            raise ConfigError(
+                f"config key 'model.fusion' is required with model.kind={cfg.kind!r} (e.g. {{'name': 'early'}})"
+            )
+        if cfg.kind in _AV_KINDS:
+            data = config.data
+            if cfg.audio is None:
+                raise ConfigError(
+                    f"config key 'model.audio' is required with model.kind={cfg.kind!r} (e.g. {{'name': 'ast'}})"
+                )
+            if not (data.num_frames and data.audio_samples):
+                raise ConfigError(
+                    f"config keys 'data.num_frames' and 'data.audio_samples' must both be set with model.kind="
+                    f"{cfg.kind!r}: batches hold a clip and its soundtrack"
+                )
+            if cfg.visual != "grid":
+                raise ConfigError(f"config key 'model.visual' must be 'grid' with model.kind={cfg.kind!r}")
         if cfg.kind in ("fusion", "tower") and (cfg.visual == "regions") != (cfg.image.name == "regions"):
             raise ConfigError(
                 f"config key 'model.image.name' is {cfg.image.name!r} but 'model.visual' is {cfg.visual!r}: region "
@@ -142,6 +195,8 @@ class LabelTask(Task):
         """The model's (args, kwargs) for a batch: one place for init and apply."""
         text = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
         visual = {"pixel_values": self.media(batch)} if self.config.model.visual == "grid" else self.regions(batch)
+        if self.config.model.kind in _AV_KINDS:
+            visual["audio"] = self.audio(batch)
         return MODEL_KINDS[self.config.model.kind].inputs(text, visual)
 
     def regions(self, batch) -> dict:
