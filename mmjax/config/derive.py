@@ -53,7 +53,6 @@ def derive(config: dict, raw: Mapping) -> dict:
     return config
 
 
-_AUDIO_SOURCES = ("sounding_shapes", "spoken_digits", "spoken_captions")
 _HOP = 160  # samples per frame of both frontend presets (10 ms at 16 kHz)
 
 
@@ -64,7 +63,9 @@ def _audio(config: dict) -> bool:
     image, audio = model.get("image"), model.get("audio")
     samples = data["audio_samples"]
     tower = image["name"] if image else None
-    if data["source"] in _AUDIO_SOURCES and not samples:
+    from mmjax.data.schema import AUDIO_SOURCES  # on use: the config package stays light to import
+
+    if data["source"] in AUDIO_SOURCES and not samples:
         raise ConfigError(
             f"config key 'data.audio_samples' must be > 0 with data.source={data['source']!r}: the waveform length "
             "in batches (e.g. 16000 for 1 s at 16 kHz)"

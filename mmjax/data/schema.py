@@ -22,6 +22,8 @@ SOURCES = (
     "jsonl",
     "tfds",
 )
+# the generated sources whose records hold audio: a config reading them needs data.audio_samples
+AUDIO_SOURCES = ("sounding_shapes", "spoken_digits", "spoken_captions")
 TOKENIZERS = ("clip", "bert", "word")
 
 KEYS = {

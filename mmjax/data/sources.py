@@ -39,8 +39,6 @@ _GENERATED = {
     "spoken_digits": builders.spoken_digits_builder,
     "spoken_captions": builders.spoken_captions_builder,
 }
-# the sources whose records hold audio (read into the batch when data.audio_samples > 0)
-AUDIO_SOURCES = ("sounding_shapes", "spoken_digits", "spoken_captions")
 
 
 def make_builder(config) -> tfds.core.DatasetBuilder:
