@@ -133,7 +133,8 @@ def _known_keys(raw: Mapping) -> list[str]:
 def set_stated(raw: dict, key: str, value: Any) -> None:
     """State `key` = `value` in `raw`. The key must be declared (so typos fail), except below an evaluator entry
     whose type is not known yet; a Text value is parsed to the key's type when the config is resolved. A group
-    takes a dict literal, and a Named group also its name alone (`--config.model.fusion=late`)."""
+    takes a dict literal, and a Named group also its name alone (`--config.model.fusion=late`), or None when it is
+    optional."""
     decl = declared_at(raw, key)
     if isinstance(value, Text) and decl is ANY:
         try:
@@ -150,6 +151,8 @@ def set_stated(raw: dict, key: str, value: Any) -> None:
             value = dict(literal)
         elif isinstance(decl, Named) and isinstance(literal, str):
             value = {"name": literal}
+        elif isinstance(decl, Named) and literal is None and decl.default is None:
+            value = None  # an optional component (e.g. model.audio) turned off
         else:
             raise ConfigError(f"config key {key!r} is a group; set one of its keys instead, or give a dict")
     parts = key.split(".")
