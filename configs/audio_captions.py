@@ -17,7 +17,7 @@ import ml_collections
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 
-from common import deep_update, parse_arg, tiny_schedule  # noqa: E402
+from common import TINY_AUDIO, audio_tower, deep_update, parse_arg, tiny_schedule  # noqa: E402
 
 VARIANTS = {
     "tiny": "seconds on a CPU (64 utterances, small towers)",
@@ -26,22 +26,6 @@ VARIANTS = {
 }
 ARGS = {"task": "retrieval", "encoder": "ast"}
 SAMPLES = 112_000  # 7 s at 16 kHz: the longest description, spoken slowly, is 6.7 s
-MELS = 64
-
-
-def tower(encoder: str) -> dict:
-    """The audio tower for 7 s clips: 698 frames of 64 mel bins."""
-    if encoder == "ast":
-        # 16x16 patches without overlap: 4 x 43 = 172 patches (overlapping ones would give 5 x 69)
-        return {"name": "ast", "frontend": "ast", "num_mel_bins": MELS, "max_length": 698, "frequency_stride": 16,
-                "time_stride": 16, "width": 128, "depth": 4, "num_heads": 4}  # fmt: skip
-    if encoder == "whisper":
-        return {"name": "whisper", "frontend": "whisper", "num_mel_bins": MELS, "max_positions": SAMPLES // 320,
-                "width": 128, "depth": 4, "num_heads": 4}  # fmt: skip
-    if encoder == "cnn":
-        return {"name": "spectrogram_cnn", "frontend": "ast", "num_mel_bins": MELS, "channels": (32, 64, 128),
-                "width": 128}  # fmt: skip
-    raise ValueError(f"encoder must be 'ast', 'cnn' or 'whisper', got {encoder!r}")
 
 
 def get_config(arg=None):
@@ -62,25 +46,28 @@ def get_config(arg=None):
     if a["task"] == "retrieval":
         c["task"] = "contrastive"
         c["model"] = {
-            "image": tower(a["encoder"]),
+            "image": audio_tower(a["encoder"], SAMPLES, patch_stride=16),
             "text": {"name": "clip_text", "width": 128, "depth": 2, "num_heads": 4, "max_length": 24},
             "embed_dim": 128,
         }
         c["evals"] = {"retrieval": {"split": "test"}}
     elif a["task"] == "transcription":
         c["task"] = "captioning"
-        c["model"] = {"image": tower(a["encoder"]), "width": 128, "num_layers": 2, "num_heads": 4}
+        c["model"] = {
+            "image": audio_tower(a["encoder"], SAMPLES, patch_stride=16),
+            "width": 128,
+            "num_layers": 2,
+            "num_heads": 4,
+        }
         c["evals"] = {"captioning": {"split": "test"}}
     else:
         raise ValueError(f"task must be 'retrieval' or 'transcription', got {a['task']!r}")
     if a["tiny"]:
-        small = {"ast": {"width": 32, "depth": 1, "num_heads": 2}, "whisper": {"width": 32, "depth": 1, "num_heads": 2},
-                 "cnn": {"channels": (8, 16, 32), "width": 32}}  # fmt: skip
         deep_update(
             c,
             {
                 "data": {"spoken_captions": {"num_train": 64, "num_validation": 16, "num_test": 16}},
-                "model": {"image": small[a["encoder"]]},
+                "model": {"image": TINY_AUDIO[a["encoder"]]},
             },
         )
         if a["task"] == "retrieval":

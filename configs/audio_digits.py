@@ -16,7 +16,7 @@ import ml_collections
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 
-from common import deep_update, parse_arg, tiny_schedule  # noqa: E402
+from common import TINY_AUDIO, audio_tower, deep_update, parse_arg, tiny_schedule  # noqa: E402
 
 VARIANTS = {
     "tiny": "seconds on a CPU (64 utterances, small towers)",
@@ -24,22 +24,6 @@ VARIANTS = {
 }
 ARGS = {"encoder": "ast"}
 SAMPLES = 16_000  # 1 s at 16 kHz: every digit word fits
-MELS = 64
-
-
-def tower(encoder: str) -> dict:
-    """The audio tower for 1 s clips: 98 frames of 64 mel bins."""
-    if encoder == "ast":
-        # overlapping 16x16 patches every 10 frames and bins, as AST: 5 x 9 = 45 patches
-        return {"name": "ast", "frontend": "ast", "num_mel_bins": MELS, "max_length": 98, "width": 128, "depth": 4,
-                "num_heads": 4}  # fmt: skip
-    if encoder == "whisper":
-        return {"name": "whisper", "frontend": "whisper", "num_mel_bins": MELS, "max_positions": SAMPLES // 320,
-                "width": 128, "depth": 4, "num_heads": 4}  # fmt: skip
-    if encoder == "cnn":
-        return {"name": "spectrogram_cnn", "frontend": "ast", "num_mel_bins": MELS, "channels": (32, 64, 128),
-                "width": 128}  # fmt: skip
-    raise ValueError(f"encoder must be 'ast', 'cnn' or 'whisper', got {encoder!r}")
 
 
 def get_config(arg=None):
@@ -51,7 +35,7 @@ def get_config(arg=None):
             "audio_samples": SAMPLES,
             "tokenizer": {"max_length": 8},  # the digit's word rides along; the tower model reads no text
         },
-        "model": {"kind": "tower", "image": tower(a["encoder"]), "num_classes": 10},
+        "model": {"kind": "tower", "image": audio_tower(a["encoder"], SAMPLES), "num_classes": 10},
         "optim": {"lr": 1e-3, "warmup_steps": 100, "weight_decay": 0.05},
         "batch_size": 64,
         "total_steps": 1000,
@@ -61,13 +45,11 @@ def get_config(arg=None):
         "evals": {"classification": {"split": "test"}},
     }
     if a["tiny"]:
-        small = {"ast": {"width": 32, "depth": 1, "num_heads": 2}, "whisper": {"width": 32, "depth": 1, "num_heads": 2},
-                 "cnn": {"channels": (8, 16, 32), "width": 32}}  # fmt: skip
         deep_update(
             c,
             {
                 "data": {"spoken_digits": {"num_train": 64, "num_validation": 16, "num_test": 16}},
-                "model": {"image": small[a["encoder"]]},
+                "model": {"image": TINY_AUDIO[a["encoder"]]},
             },
         )
         tiny_schedule(c)

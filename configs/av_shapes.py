@@ -33,7 +33,7 @@ import ml_collections
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 
-from common import deep_update, parse_arg, tiny_schedule  # noqa: E402
+from common import audio_tower, deep_update, parse_arg, tiny_schedule  # noqa: E402
 
 VARIANTS = {
     "tiny": "seconds on a CPU (64 clips, small towers)",
@@ -62,8 +62,7 @@ VIDEO = {
     "temporal_depth": 2,
 }
 # AST as audio_digits: overlapping 16 x 16 patches of 98 frames x 64 mel bins
-AUDIO = {"name": "ast", "frontend": "ast", "num_mel_bins": 64, "max_length": 98, "width": 128, "depth": 4,
-         "num_heads": 4}  # fmt: skip
+AUDIO = audio_tower("ast", SAMPLES)
 TINY_TOWER = {"width": 32, "depth": 1, "num_heads": 2}
 
 

@@ -71,3 +71,28 @@ def parse_arg(arg: str | None, **defaults) -> dict:
             raise ValueError(f"unknown config argument {key!r}; expected one of {sorted(out)}")
         out[key] = value if sep else True
     return out
+
+
+def audio_tower(encoder: str, samples: int, *, patch_stride: int = 10, mels: int = 64) -> dict:
+    """The audio tower of the audio configs for clips of `samples` at 16 kHz: the frames its frontend makes (25 ms
+    every 10 ms) set its size. encoder: 'ast' (16x16 patches every `patch_stride` frames and bins: 10 overlaps, as
+    AST; 16 does not), 'whisper' (its window: twice the positions) or 'cnn'; width 128 each."""
+    frames = (samples - 400) // 160 + 1
+    if encoder == "ast":
+        return {"name": "ast", "frontend": "ast", "num_mel_bins": mels, "max_length": frames, "width": 128,
+                "depth": 4, "num_heads": 4, "frequency_stride": patch_stride, "time_stride": patch_stride}  # fmt: skip
+    if encoder == "whisper":
+        return {"name": "whisper", "frontend": "whisper", "num_mel_bins": mels, "max_positions": samples // 320,
+                "width": 128, "depth": 4, "num_heads": 4}  # fmt: skip
+    if encoder == "cnn":
+        return {"name": "spectrogram_cnn", "frontend": "ast", "num_mel_bins": mels, "channels": (32, 64, 128),
+                "width": 128}  # fmt: skip
+    raise ValueError(f"encoder must be 'ast', 'cnn' or 'whisper', got {encoder!r}")
+
+
+# what each audio tower's `tiny` variant shrinks
+TINY_AUDIO = {
+    "ast": {"width": 32, "depth": 1, "num_heads": 2},
+    "whisper": {"width": 32, "depth": 1, "num_heads": 2},
+    "cnn": {"channels": (8, 16, 32), "width": 32},
+}
