@@ -223,7 +223,7 @@ def test_a_fusion_tower_that_does_not_fit_the_visual_inputs_fails_naming_both_ke
 
 
 def test_vqa_model_kinds_come_from_one_table():
-    assert set(tasks.MODEL_KINDS) == {"visualbert", "fusion", "tower"}
+    assert set(tasks.MODEL_KINDS) == {"visualbert", "fusion", "tower", "av", "audio"}
     assert set(tasks.VQATask.MODEL_KEYS["kind"][2]) == set(tasks.MODEL_KINDS)
 
 
