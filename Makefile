@@ -47,7 +47,7 @@ format: $(STAMP)
 TEST_WORKERS ?= 2
 
 test: lint debian-data
-	$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadfile
+	$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadfile --durations=15
 
 # Rewrites tests/golden/configs.json (every config's parameters, sharding and FLOPs) after an intended model change.
 golden: $(STAMP)

@@ -33,10 +33,12 @@ CASES = {
     "audio_classification_ast": ("audio_digits.py:tiny", "classification/accuracy"),
     "audio_retrieval_cnn": ("audio_captions.py:tiny,encoder=cnn", "retrieval/text_to_image/recall@5"),
     "audio_transcription_whisper": ("audio_captions.py:tiny,task=transcription,encoder=whisper", "captioning/wer"),
-    # the fused label (the sounding shape's size) from a clip and its soundtrack, through each fusion and alone
+    # the fused label (the sounding shape's size) from a clip and its soundtrack, and from the soundtrack alone (the
+    # other fusions are the same classifier with another fusion module: tests/models/test_av_classifier.py builds
+    # each, golden pins each; the video alone is the `tower` kind the video cases train)
     **{
         f"av_classification_{v.replace('=', '_')}": (f"av_shapes.py:tiny,{v}", "classification/accuracy")
-        for v in ("fusion=early", "fusion=late", "fusion=mid", "fusion=bottleneck", "modality=video", "modality=audio")
+        for v in ("fusion=bottleneck", "modality=audio")
     },
     "av_correspondence": ("av_shapes.py:tiny,task=correspondence", "correspondence/accuracy/time_shift"),
     "av_localization": ("av_shapes.py:tiny,task=localization", "localization/pointing_accuracy"),
