@@ -28,6 +28,8 @@ SMALL_DATA = {
                       "data.moving_shapes.num_test=16", "data.moving_shapes.num_compositional=16"],
     **{source: [f"data.{source}.num_train=64", f"data.{source}.num_validation=16", f"data.{source}.num_test=16"]
        for source in ("spoken_digits", "spoken_captions")},
+    "sounding_shapes": ["data.sounding_shapes.num_train=64", "data.sounding_shapes.num_validation=16",
+                        "data.sounding_shapes.num_test=16", "data.sounding_shapes.num_compositional=16"],
 }  # fmt: skip
 
 
