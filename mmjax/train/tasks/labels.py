@@ -54,14 +54,20 @@ def _visualbert_inputs(text: dict, visual: dict) -> tuple[tuple, dict]:
     return (), {**text, **visual}
 
 
-def _fusion(task: LabelTask, cfg) -> nn.Module:
-    fusion = cfg.fusion.to_dict()
+def _classifier(task: LabelTask, cfg, towers: dict, fusion: dict | None = None) -> nn.Module:
+    """Classifier over `towers` ({modality: tower config}) joined by `fusion` (a {name, ...} dict; None: late fusion
+    of one tower's pooled vector), with the config's head: what every non-VisualBERT kind builds."""
+    fusion = dict(fusion or {"name": "late"})
     return Classifier(
-        towers={"image": tower_from_config(cfg.image, task.dtype), "text": tower_from_config(cfg.text, task.dtype)},
+        towers={m: tower_from_config(t, task.dtype) for m, t in towers.items()},
         fusion=build_fusion(fusion.pop("name"), dtype=task.dtype, **fusion),
         num_classes=task.num_outputs(),
         head=cfg.head,
     )
+
+
+def _fusion(task: LabelTask, cfg) -> nn.Module:
+    return _classifier(task, cfg, {"image": cfg.image, "text": cfg.text}, cfg.fusion.to_dict())
 
 
 def _fusion_inputs(text: dict, visual: dict) -> tuple[tuple, dict]:
@@ -71,12 +77,7 @@ def _fusion_inputs(text: dict, visual: dict) -> tuple[tuple, dict]:
 
 def _tower(task: LabelTask, cfg) -> nn.Module:
     # the visual tower alone (images or clips): its pooled vector through the head, no text
-    return Classifier(
-        towers={"image": tower_from_config(cfg.image, task.dtype)},
-        fusion=build_fusion("late", dtype=task.dtype),
-        num_classes=task.num_outputs(),
-        head=cfg.head,
-    )
+    return _classifier(task, cfg, {"image": cfg.image})
 
 
 def _tower_inputs(text: dict, visual: dict) -> tuple[tuple, dict]:
@@ -84,13 +85,7 @@ def _tower_inputs(text: dict, visual: dict) -> tuple[tuple, dict]:
 
 
 def _av(task: LabelTask, cfg) -> nn.Module:
-    fusion = cfg.fusion.to_dict()
-    return Classifier(
-        towers={"video": tower_from_config(cfg.image, task.dtype), "audio": tower_from_config(cfg.audio, task.dtype)},
-        fusion=build_fusion(fusion.pop("name"), dtype=task.dtype, **fusion),
-        num_classes=task.num_outputs(),
-        head=cfg.head,
-    )
+    return _classifier(task, cfg, {"video": cfg.image, "audio": cfg.audio}, cfg.fusion.to_dict())
 
 
 def _av_inputs(text: dict, visual: dict) -> tuple[tuple, dict]:
@@ -99,12 +94,7 @@ def _av_inputs(text: dict, visual: dict) -> tuple[tuple, dict]:
 
 def _audio(task: LabelTask, cfg) -> nn.Module:
     # the audio tower alone: its pooled vector through the head, no clip, no text
-    return Classifier(
-        towers={"audio": tower_from_config(cfg.audio, task.dtype)},
-        fusion=build_fusion("late", dtype=task.dtype),
-        num_classes=task.num_outputs(),
-        head=cfg.head,
-    )
+    return _classifier(task, cfg, {"audio": cfg.audio})
 
 
 def _audio_inputs(text: dict, visual: dict) -> tuple[tuple, dict]:
