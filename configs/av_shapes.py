@@ -8,6 +8,8 @@
     mmjax train --config configs/av_shapes.py:task=correspondence --workdir runs/avc       # does it sound like this?
     mmjax train --config configs/av_shapes.py:task=localization --workdir runs/avl         # where is the sound?
     mmjax train --config configs/av_shapes.py:tiny --workdir /tmp/av
+    mmjax train --config configs/av_shapes.py --workdir runs/mine --config.data.source=jsonl \
+        --config.data.path=DIR --config.data.label_field=label --config.model.num_classes=N    # your clips
 
 Batches hold an 8-frame 32 px clip and its 1 s soundtrack (8 frames at 8 fps = 16,000 samples). The class is
 the sounding shape's size (`data.label_field='fused_label'`, small or large): the clip shows two shapes of
@@ -24,6 +26,9 @@ with the batch's other soundtracks and with its own rolled by half its length; t
 against each kind of negative apart. `task=localization` scores a clip against a soundtrack by the best-matching
 patch of each frame (`mmjax.models.SoundLocalizer`, 4 px patches: an 8 x 8 heatmap), trained without boxes; the
 evaluator plays the pointing game against the sounding shape's box, beside the frame-centre baseline.
+
+Your own clips: a JSONL folder of `{"video": "clips/1.mp4", "label": "dog"}` lines (mmjax/data/jsonl.py); with
+`data.audio_samples` set, as here, each file's soundtrack is stored with its frames, over the same time.
 """
 
 import pathlib

@@ -29,6 +29,9 @@ Stored records (image_text layout of `mmjax.data.builders`, `source` = `file:lin
     spread uniformly down to at most `max_frames`, each frame its largest centred square resized to S x S
     (`image_size`). `FIELDS` points the pipeline's visual slot at `video`, as for `moving_shapes`.
   audio: `audio` float32 [samples] in [-1, 1], mono, at `sample_rate` Hz (resampled), `audio_id`; no image.
+  video with its soundtrack (`with_audio`, asked for by `data.audio_samples`): the video's fields, and `audio` as
+    above, the file's audio track over the time the clip shows (`media.read_clip_and_soundtrack`). A file with no
+    audio track ("no audio"; a folder of frames has none) or one that stops early ("too short") is a bad record.
 Clips shorter than `min_frames` (the pipeline's `data.num_frames`) and sounds shorter than `min_audio_seconds` are
 bad records ("too short"), as are files that do not decode ("corrupt video"/"corrupt audio") or hold nothing
 ("empty ...").
@@ -47,13 +50,10 @@ import dataclasses
 import hashlib
 import json
 import os
-import tempfile
 
-import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from mmjax.data import media
 from mmjax.data.builders import VERSION, LocalBuilder, features, record
 from mmjax.data.errors import BadRecordLog, check_policy
 
@@ -73,6 +73,7 @@ class JsonlConfig(tfds.core.BuilderConfig):
     max_frames: int = 64  # video: frames stored per clip, at most
     min_frames: int = 1  # video: shorter clips are bad records
     sample_rate: int = 16_000  # audio: Hz of the stored waveforms
+    with_audio: bool = False  # video: store each file's soundtrack too
     min_audio_seconds: float = MIN_AUDIO_SECONDS  # audio: shorter sounds are bad records
 
 
@@ -138,7 +139,7 @@ def _captions(obj: dict) -> list | None:
 
 class Jsonl(LocalBuilder, skip_registration=True):
     """Image-text or VQA records from JSONL files of image lines; `info.metadata["bad_records"]` counts what was
-    skipped. `JsonlVideo` and `JsonlAudio` read the other media."""
+    skipped. `mmjax.data.jsonl_media` reads the other media."""
 
     VERSION = VERSION
     name = "mmjax_jsonl"
@@ -290,105 +291,6 @@ class Jsonl(LocalBuilder, skip_registration=True):
                 )
 
 
-class _Decoded(Jsonl, skip_registration=True):
-    """Lines whose files are decoded when preparing (video, audio): the record stores the decoded array under the
-    medium's name, with `<medium>_id`, in the image-text layout's other fields."""
-
-    def _features(self) -> tfds.features.FeaturesDict:
-        return tfds.features.FeaturesDict(
-            {
-                self.MEDIA: self._array_feature(),
-                f"{self.MEDIA}_id": np.int64,
-                "captions": tfds.features.Sequence(tfds.features.Text()),
-                "label": np.int64,
-                "boxes": tfds.features.Tensor(shape=(None, 4), dtype=np.float32),
-                "labels": tfds.features.Tensor(shape=(None,), dtype=np.int64),
-                "source": tfds.features.Text(),
-            }
-        )
-
-    def _array_feature(self) -> tfds.features.Tensor:
-        raise NotImplementedError
-
-    def _read(self, path: str) -> np.ndarray:
-        """The decoded file; raises `media.MediaError`."""
-        raise NotImplementedError
-
-    def _download_and_prepare(self, dl_manager, download_config):
-        # `_check` decodes every file before anything is written (a corrupt one is a bad record), and decoding is
-        # most of the cost of preparing: the arrays wait in a scratch folder until `_generate_examples` stores
-        # them, rather than in memory (a dataset of clips outgrows it) or being decoded twice. On a local data_dir
-        # the folder lies inside the dataset's own `incomplete` folder; it is removed however preparing ends.
-        local = "://" not in os.fspath(self.data_dir)
-        with tempfile.TemporaryDirectory(prefix="decoded-", dir=os.fspath(self.data_dir) if local else None) as d:
-            self._scratch, self._decoded = d, {}
-            return super()._download_and_prepare(dl_manager, download_config)
-
-    def _decode_problem(self, path: str) -> str | None:
-        key = os.path.normpath(path)
-        if key not in self._decoded:  # a file named on several lines is decoded once
-            try:
-                array = self._read(path)
-            except media.MediaError as e:
-                self._decoded[key] = e
-            else:
-                self._decoded[key] = os.path.join(self._scratch, f"{len(self._decoded)}.npy")
-                np.save(self._decoded[key], array)
-        error = self._decoded[key]
-        if not isinstance(error, media.MediaError):
-            return None
-        return f"too short: {error}" if error.kind == "too short" else f"{error.kind} {self.MEDIA}: {error}"
-
-    def _content(self, path: str) -> np.ndarray:
-        return np.load(self._decoded[os.path.normpath(path)])
-
-    def _record(self, content, media_id: int, **fields) -> dict:
-        out = record("image_text", content, media_id, **fields)
-        out[self.MEDIA], out[f"{self.MEDIA}_id"] = out.pop("image"), out.pop("image_id")
-        return out
-
-
-class JsonlVideo(_Decoded, skip_registration=True):
-    """Video-text records: `video` uint8 [T, S, S, 3], min_frames <= T <= max_frames (see the module docstring)."""
-
-    name = "mmjax_jsonl_video"
-    MEDIA = "video"
-    # the pipeline's visual slot reads the clip (`data.num_frames` says it is one)
-    FIELDS = {"image": "video", "image_id": "video_id"}
-
-    def _array_feature(self) -> tfds.features.Tensor:
-        side = self.builder_config.image_size
-        return tfds.features.Tensor(shape=(None, side, side, 3), dtype=np.uint8, encoding=tfds.features.Encoding.BYTES)
-
-    def _read(self, path: str) -> np.ndarray:
-        cfg = self.builder_config
-        return media.read_clip(path, cfg.max_frames, size=cfg.image_size, min_frames=cfg.min_frames)
-
-
-class JsonlAudio(_Decoded, skip_registration=True):
-    """Audio-text records: `audio` float32 [samples] at `sample_rate` Hz, which `info.metadata` also records."""
-
-    name = "mmjax_jsonl_audio"
-    MEDIA = "audio"
-    # audio examples have no image; the pipeline reads the `audio` field by its own name
-    FIELDS = {"image_id": "audio_id"}
-
-    def _info(self) -> tfds.core.DatasetInfo:
-        info = super()._info()
-        info.metadata["sample_rate"] = self.builder_config.sample_rate
-        return info
-
-    def _array_feature(self) -> tfds.features.Tensor:
-        return tfds.features.Tensor(shape=(None,), dtype=np.float32)
-
-    def _read(self, path: str) -> np.ndarray:
-        cfg = self.builder_config
-        return media.read_audio(path, cfg.sample_rate, min_seconds=cfg.min_audio_seconds)
-
-
-BUILDERS = {"image": Jsonl, "video": JsonlVideo, "audio": JsonlAudio}
-
-
 def _first_object(path: str) -> dict:
     """The first JSON object of the first split file: it decides the directory's media and task."""
     for _, file in _split_files(path):
@@ -445,11 +347,15 @@ def jsonl_builder(
     max_frames: int = 64,
     sample_rate: int = 16_000,
     min_audio_seconds: float = MIN_AUDIO_SECONDS,
+    audio: bool = False,
 ) -> Jsonl:
     """The builder for the JSONL directory `path`; see the module docstring for the format and the rules.
 
     Video directories need `image_size` (data.image_size) and `min_frames` (data.num_frames: the clip length the
-    model takes); image directories refuse `min_frames`. Errors name the config key."""
+    model takes); image directories refuse `min_frames`. `audio` (data.audio_samples > 0) stores the videos'
+    soundtracks; image directories refuse it. Errors name the config key."""
+    from mmjax.data.jsonl_media import BUILDERS  # they build on `Jsonl`: imported here, not above, to avoid a cycle
+
     path = os.path.abspath(os.path.expanduser(path))
     kind = detect_media(path)
     task = task or detect_task(path)
@@ -458,6 +364,11 @@ def jsonl_builder(
     if kind == "image" and min_frames:
         raise ValueError(
             f"data.num_frames: clips of {min_frames} frames asked for, but the lines of {path} name images"
+        )
+    if kind == "image" and audio:
+        raise ValueError(
+            f"data.audio_samples: audio asked for, but the lines of {path} name images (sound comes from audio files "
+            "or from videos' soundtracks)"
         )
     if kind != "image" and task != "image_text":
         raise ValueError(f"data.task: {kind} lines have captions and labels (image_text), not {task!r} ({path})")
@@ -472,6 +383,8 @@ def jsonl_builder(
         if min_frames > max_frames:
             raise ValueError(f"data.num_frames ({min_frames}) is more than data.max_frames ({max_frames}) (per clip)")
         extra = dict(image_size=image_size, max_frames=max_frames, min_frames=min_frames)
+        if audio:  # only then: a folder prepared without sound keeps its fingerprint
+            extra |= dict(with_audio=True, sample_rate=sample_rate)
     elif kind == "audio":
         extra = dict(sample_rate=sample_rate, min_audio_seconds=min_audio_seconds)
     settings = (task, bad_records, max_chars) + ((kind, *extra.values()) if extra else ())

@@ -66,6 +66,7 @@ def make_builder(config) -> tfds.core.DatasetBuilder:
             min_frames=config.num_frames,
             max_frames=config.max_frames,
             sample_rate=config.sample_rate,
+            audio=bool(config.audio_samples),
         )
     raise ValueError(f"data.source: expected one of {SOURCES}, got {kind!r}")
 
