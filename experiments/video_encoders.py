@@ -3,6 +3,7 @@
     python experiments/video_encoders.py --out runs/video_encoders                 # 6 towers x 3 orders
     python experiments/video_encoders.py --out runs/video_encoders --steps 1000    # a shorter schedule
     python experiments/video_encoders.py --out /tmp/video_encoders --tiny          # the check: tiny, 2 x 2 runs
+    python experiments/video_encoders.py --out runs/video_encoders --steps 1000 --report  # tables of what is done
 
 Trains `configs/video_shapes.py` (8 motions; top-1 and per-motion accuracy on the 1,000 test clips) for each tower
 (frame_vit with a temporal transformer, frame_vit averaging its frames, video_vit joint / factorised / divided,
@@ -180,6 +181,7 @@ def main() -> None:
     parser.add_argument("--towers", nargs="+", choices=list(TOWERS), help="default: all (--tiny: two)")
     parser.add_argument("--orders", nargs="+", choices=ORDERS, help="default: all (--tiny: keep, shuffle)")
     parser.add_argument("--data_dir", default=None, help="data.data_dir (default: the schema's)")
+    parser.add_argument("--report", action="store_true", help="train nothing: the tables of the finished runs")
     args = parser.parse_args()
     towers = args.towers or list(TINY_TOWERS if args.tiny else TOWERS)
     orders = args.orders or list(TINY_ORDERS if args.tiny else ORDERS)
@@ -195,6 +197,8 @@ def main() -> None:
         workdir = out / f"{tower}-{order}"
         if finished(workdir, config.total_steps):
             print(f"{tower} / {order}: done before, skipped ({workdir})")
+        elif args.report:
+            continue
         else:
             start = time.perf_counter()
             result = train(config, str(workdir))
@@ -204,6 +208,8 @@ def main() -> None:
         rows.append(collect(tower, order, config, workdir))
         print(f"{tower} / {order}: test top-1 {rows[-1]['top1']:.3f}")
 
+    if not rows:
+        sys.exit(f"no finished run of {config.total_steps} steps in {out}")
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
     table = markdown(rows, towers, orders)
