@@ -86,9 +86,9 @@ def get_config(arg=None):
         "data": {
             "source": "moving_shapes",
             "random_crop": False,  # a crop would cut the motion out of the frame
-            # The 31 words of the moving_shapes captions: the shapes list lacks the motions ('moves', 'grows', 'then',
+            # The 36 words of the moving_shapes captions: the shapes list lacks the motions ('moves', 'grows', 'then',
             # 'appears', ...), which retrieval must tell apart and a captioner must say.
-            "tokenizer": {"kind": "word", "path": "moving_shapes", "max_length": 24},
+            "tokenizer": {"kind": "word", "path": "moving_shapes", "max_length": 28},
         },
         "optim": {"lr": 1e-3, "warmup_steps": 100, "weight_decay": 0.05},
         "batch_size": 64,
@@ -107,7 +107,7 @@ def get_config(arg=None):
         c["task"] = "contrastive"
         c["model"] = {
             "image": video,
-            "text": {"name": "clip_text", "width": 128, "depth": 2, "num_heads": 4, "max_length": 24},
+            "text": {"name": "clip_text", "width": 128, "depth": 2, "num_heads": 4, "max_length": 28},
             "embed_dim": 128,
         }
         c["evals"] = {"retrieval": {"split": "test"}}

@@ -212,7 +212,8 @@ class MovingShapes(LocalBuilder, skip_registration=True):
     """Generated clips (see `mmjax.data.moving_shapes`): frames as raw uint8 [T, S, S, 3], the actor's motion as
     the label, three captions, per-frame boxes of each object; same seed -> same bytes."""
 
-    VERSION = VERSION
+    # 1.1.0: captions place each object where it starts (most test captions then name one clip)
+    VERSION = tfds.core.Version("1.1.0")
     name = "mmjax_moving_shapes"
     TASK = "image_text"
     # the pipeline's visual slot reads the clip (`data.num_frames` says it is one)
@@ -270,6 +271,7 @@ class SoundingShapes(MovingShapes, skip_registration=True):
     waveform float32 [T * SAMPLE_RATE / FPS], the action as `label`, the sounding object's index (`sounding`) and
     size (`fused_label`), captions, per-frame boxes of both objects and (on, off) seconds of each one's sound."""
 
+    VERSION = VERSION  # its captions are its own: moving_shapes' versions do not change it
     name = "mmjax_sounding_shapes"
     # the pipeline's visual slot reads the clip, and its `audio` slot the soundtrack (data.audio_samples)
     FIELDS = {"image": "video", "image_id": "video_id"}

@@ -68,10 +68,15 @@ class Scene:
 
     def position(self, obj: ShapeObject) -> str:
         """Where an object sits on a 3x3 grid: "top left", "top", ..., "center", ..., "bottom right"."""
-        third = self.image_size / 3
-        col = ("left", "", "right")[min(int(obj.centre[0] // third), 2)]
-        row = ("top", "", "bottom")[min(int(obj.centre[1] // third), 2)]
-        return " ".join(w for w in (row, col) if w) or "center"
+        return grid_position(obj.centre, self.image_size)
+
+
+def grid_position(centre: tuple[float, float], image_size: int) -> str:
+    """Where the point (x, y) lies on a 3x3 grid of the frame: "top left", "top", ..., "center", ..., "bottom right"."""
+    third = image_size / 3
+    col = ("left", "", "right")[min(int(centre[0] // third), 2)]
+    row = ("top", "", "bottom")[min(int(centre[1] // third), 2)]
+    return " ".join(w for w in (row, col) if w) or "center"
 
 
 def _rng(seed: int, split: str, index: int) -> np.random.Generator:
