@@ -84,8 +84,12 @@ TOP = {
             ("", "mmjax", "hf"),
         ),  # fmt: skip
         "path": ("", "the workdir or directory"),
-        "source": ("", "'/'-separated subtree of the loaded params to take ('' = all), e.g. 'bert'"),
-        "target": ("", "'/'-separated subtree of this model's params to fill ('' = all), e.g. 'text_tower'"),
+        "source": ("", "'/'-separated subtree of the loaded params to take ('' = all), e.g. 'bert'; or a comma list"),
+        "target": (
+            "",
+            "'/'-separated subtree of this model's params to fill ('' = all), e.g. 'text_tower'; a comma "
+            "list pairs with source's in order",
+        ),
         "adapt": (
             "",
             "'' (as is), or inflate_central / inflate_average (image ViT -> model.image's video_vit), ast_from_vit",

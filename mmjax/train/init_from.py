@@ -4,8 +4,10 @@ config.init_from keys:
   kind    '' (off) | 'mmjax' (another run's workdir: its latest checkpoint) | 'hf' (a save_pretrained directory,
           read with mmjax.convert.load_pretrained)
   path    the workdir or directory
-  source  '/'-separated subtree of the loaded parameters to take ('' = all), e.g. 'bert' for a BertModel
-  target  '/'-separated subtree of this model's parameters to fill ('' = all), e.g. 'text_tower'
+  source  '/'-separated subtree of the loaded parameters to take ('' = all), e.g. 'bert' for a BertModel; or a
+          comma-separated list of them, e.g. 'video_tower,audio_tower' (both towers of an audio-visual run)
+  target  '/'-separated subtree of this model's parameters to fill ('' = all), e.g. 'text_tower'; a list pairs
+          with source's in order, e.g. 'towers_video,towers_audio'
   adapt   '' (take the weights as they are) or a change of architecture applied to them first, into the tower
           `model.image` describes: 'inflate_central' / 'inflate_average' (an image ViT's weights -> a `video_vit`:
           `encoders.inflate_vit`), 'ast_from_vit' (an image ViT's -> an `ast`: `encoders.ast_from_vit`)
@@ -32,19 +34,44 @@ def _subtree(tree: Any, path: str, what: str) -> Any:
     return tree
 
 
+def pairs(cfg) -> list[tuple[str, str]]:
+    """(source, target) subtree paths, in order: one pair, or the comma-separated lists paired."""
+    sources, targets = cfg.source.split(","), cfg.target.split(",")
+    if len(sources) != len(targets):
+        raise ValueError(
+            f"init_from.source names {len(sources)} subtrees and init_from.target {len(targets)}: "
+            f"they pair in order ({cfg.source!r} -> {cfg.target!r})"
+        )
+    if len(sources) > 1 and cfg.adapt:
+        raise ValueError(f"init_from.adapt {cfg.adapt!r} adapts one subtree; source lists {len(sources)}")
+    return [(s.strip(), t.strip()) for s, t in zip(sources, targets)]
+
+
 def check(cfg, params, tower=None) -> None:
-    """Before any work: `cfg.target` names a subtree of `params` (abstract shapes suffice), the source exists,
+    """Before any work: each target names a subtree of `params` (abstract shapes suffice), the source exists,
     and `tower` (model.image's) is what `cfg.adapt` makes."""
     if not cfg.kind:
         return
     if not epath.Path(cfg.path).exists():
         raise FileNotFoundError(f"init_from.path {cfg.path!r} does not exist")
-    _subtree(params, cfg.target, "target")
+    for _, target in pairs(cfg):
+        _subtree(params, target, "target")
     _adapter(cfg, tower)
 
 
+def load(cfg) -> list[tuple[Any, str]]:
+    """(loaded subtree as host numpy arrays, target path) for each pair of `cfg`, the checkpoint read once."""
+    params = _load_params(cfg)
+    return [(jax.tree.map(np.asarray, _subtree(params, source, "source")), target) for source, target in pairs(cfg)]
+
+
 def load_source(cfg) -> Any:
-    """The parameter subtree `cfg` points at, as host numpy arrays."""
+    """The parameter subtree `cfg` points at (its one source), as host numpy arrays."""
+    ((loaded, _),) = load(cfg)
+    return loaded
+
+
+def _load_params(cfg) -> Any:
     if cfg.kind == "hf":
         from mmjax.convert import load_pretrained
 
@@ -56,7 +83,7 @@ def load_source(cfg) -> Any:
         params = Checkpointer(pathlib.Path(cfg.path) / "checkpoints", async_save=False).restore_params()
     else:
         raise ValueError(f"config key 'init_from.kind' must be '', 'hf' or 'mmjax', got {cfg.kind!r}")
-    return jax.tree.map(np.asarray, _subtree(params, cfg.source, "source"))
+    return params
 
 
 ADAPTATIONS = ("", "inflate_central", "inflate_average", "ast_from_vit")

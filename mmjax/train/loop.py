@@ -112,9 +112,9 @@ class Setup:
         cfg = self.config.init_from
         if cfg.kind:
             with _config_errors("init_from"):
-                loaded = init_from_lib.load_source(cfg)
-                loaded = init_from_lib.adapt(cfg, loaded, self._adapt_tower())
-                params = init_from_lib.merge(state.params, loaded, cfg.target)
+                params = state.params
+                for loaded, target in init_from_lib.load(cfg):
+                    params = init_from_lib.merge(params, init_from_lib.adapt(cfg, loaded, self._adapt_tower()), target)
             state = state.replace(params=params)
             logger.info("initialized %r from %s %s", cfg.target or "all params", cfg.kind, cfg.path)
         return state

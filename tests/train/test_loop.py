@@ -73,6 +73,21 @@ def test_init_from_another_run_copies_params_and_a_mismatch_lists_problems(basel
     assert "missing " in str(e.value) and "unexpected image_tower/" in str(e.value)
 
 
+def test_init_from_several_subtrees_pairs_sources_with_targets_in_order(baseline_run, tiny_config):
+    """Both towers of a run (as an audio-visual model takes a correspondence run's), the rest freshly initialized."""
+    _, workdir, _ = baseline_run
+    source = Checkpointer(workdir / "checkpoints", async_save=False).restore_params()
+    stated = ["init_from.kind=mmjax", f"init_from.path={workdir}"]
+    pair = ["init_from.source=image_tower, text_tower", "init_from.target=image_tower,text_tower"]
+    state = Setup(tiny_config(*stated, *pair), jax.devices()[:1]).init_state()
+    for tower in ("image_tower", "text_tower"):
+        jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)),
+                     state.params[tower], source[tower])  # fmt: skip
+    assert not np.array_equal(state.params["image_projection"]["kernel"], source["image_projection"]["kernel"])
+    with pytest.raises(ValueError, match=r"init_from.source names 2 subtrees and init_from.target 1"):
+        Setup(tiny_config(*stated, pair[0], "init_from.target=image_tower"), jax.devices()[:1])
+
+
 def test_nonfinite_loss_stops_the_run_naming_the_step_or_is_skipped(tiny_config, tmp_path):
     overrides = ("optim.lr=1e30", "total_steps=4", "eval_every=100", "checkpoint_every=100")
     with pytest.raises(FloatingPointError, match=r"non-finite loss or gradient at step (\d+)") as e:
