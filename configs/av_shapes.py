@@ -38,7 +38,7 @@ import ml_collections
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 
-from common import audio_tower, deep_update, parse_arg, tiny_schedule  # noqa: E402
+from common import VIDEO_TOWERS, audio_tower, deep_update, parse_arg, tiny_schedule, video_tower  # noqa: E402
 
 VARIANTS = {
     "tiny": "seconds on a CPU (64 clips, small towers)",
@@ -46,8 +46,10 @@ VARIANTS = {
     "and its soundtrack (default), whether a soundtrack belongs to a clip, or where in the frame it comes from",
     "fusion=early|late|mid|bottleneck": "modality=both: how the towers meet (default early)",
     "modality=both|video|audio": "both towers through the fusion (default), or one tower alone (the controls)",
+    "tower=" + "|".join(VIDEO_TOWERS): "the video tower (default frame_vit: one token per frame; the tubelet "
+    "transformers give the fusion a token per tubelet); task=localization takes frame_vit's patches",
 }
-ARGS = {"task": "classification", "fusion": "early", "modality": "both"}
+ARGS = {"task": "classification", "fusion": "early", "modality": "both", "tower": "frame_vit"}
 TASKS = ("classification", "correspondence", "localization")
 FUSION_FIELDS = {
     "early": {},
@@ -56,31 +58,30 @@ FUSION_FIELDS = {
     "bottleneck": {"n_bottlenecks": 4, "fusion_layer": 2},
 }
 SAMPLES = 16_000  # the soundtrack of 8 frames at 8 fps: 1 s at 16 kHz
-VIDEO = {
-    "name": "frame_vit",
-    "width": 128,
-    "depth": 4,
-    "num_heads": 4,
-    "patch_size": 8,  # 4 x 4 patches of a 32 px frame, as video_shapes
-    "image_size": 32,
-    "num_frames": 8,
-    "temporal_depth": 2,
-}
 # AST as audio_digits: overlapping 16 x 16 patches of 98 frames x 64 mel bins
 AUDIO = audio_tower("ast", SAMPLES)
 TINY_TOWER = {"width": 32, "depth": 1, "num_heads": 2}
 
 
 def _check(a: dict) -> None:
-    for key, allowed in (("task", TASKS), ("fusion", tuple(FUSION_FIELDS)), ("modality", ("both", "video", "audio"))):
+    choices = {
+        "task": TASKS,
+        "fusion": tuple(FUSION_FIELDS),
+        "modality": ("both", "video", "audio"),
+        "tower": VIDEO_TOWERS,
+    }
+    for key, allowed in choices.items():
         if a[key] not in allowed:
             raise ValueError(f"{key} must be one of {list(allowed)}, got {a[key]!r}")
+    if a["task"] == "localization" and a["tower"] != "frame_vit":
+        raise ValueError(f"task=localization scores frame_vit's patches of each frame; tower={a['tower']} has none")
 
 
 def get_config(arg=None):
     a = parse_arg(arg, **ARGS)
     _check(a)
     kind = {"both": "av", "video": "tower", "audio": "audio"}[a["modality"]]
+    video = video_tower(a["tower"], tiny=a["tiny"])
     c = {
         "task": "classification",
         "data": {
@@ -91,7 +92,7 @@ def get_config(arg=None):
             "tokenizer": {"max_length": 8},  # the captions ride along; no model here reads text
         },
         # model.image and model.audio in every variant: the batches are the same, only the model reading them differs
-        "model": {"kind": kind, "image": dict(VIDEO), "audio": dict(AUDIO), "num_classes": 2},
+        "model": {"kind": kind, "image": video, "audio": dict(AUDIO), "num_classes": 2},
         "optim": {"lr": 1e-3, "warmup_steps": 100, "weight_decay": 0.05},
         "batch_size": 64,
         "total_steps": 2000,
@@ -105,7 +106,7 @@ def get_config(arg=None):
             raise ValueError(f"task={a['task']} embeds both modalities apart: it takes no modality= or fusion=")
         c.update(task=a["task"], evals={a["task"]: {"split": "test"}})
         c["data"].pop("label_field")
-        c["model"] = {"image": dict(VIDEO), "audio": dict(AUDIO), "embed_dim": 128}
+        c["model"] = {"image": video, "audio": dict(AUDIO), "embed_dim": 128}
         if a["task"] == "localization":  # a finer heatmap: 8 x 8 patches of 4 px, as small as the small shapes
             c["model"]["image"].update(patch_size=4, temporal_depth=0)
     elif kind == "av":
@@ -118,10 +119,7 @@ def get_config(arg=None):
                 "data": {
                     "sounding_shapes": {"num_train": 64, "num_validation": 16, "num_test": 16, "num_compositional": 16}
                 },
-                "model": {
-                    "image": {**TINY_TOWER, "temporal_depth": min(1, c["model"]["image"]["temporal_depth"])},
-                    "audio": TINY_TOWER,
-                },
+                "model": {"audio": TINY_TOWER},
             },
         )
         if a["task"] != "classification":

@@ -96,3 +96,40 @@ TINY_AUDIO = {
     "whisper": {"width": 32, "depth": 1, "num_heads": 2},
     "cnn": {"channels": (8, 16, 32), "width": 32},
 }
+
+
+# The video towers of the video and audio-visual configs, each at a comparable size (width 128, depth 4) for 8-frame
+# 32 px clips. frame_vit: an image ViT per frame (4 x 4 patches of 8 px: a 4 px object still fills one), then a
+# temporal transformer over the frame vectors (CLIP4Clip's recipe); its tokens are one vector per frame. The tubelet
+# transformers (ViViT's 2-frame tubelets leave 4 time steps of 4 x 4 patches) keep a token per tubelet.
+_TUBELETS = {"width": 128, "depth": 4, "num_heads": 4, "patch_size": 8, "image_size": 32, "tubelet_size": 2}
+VIDEO_TOWERS = {
+    "frame_vit": {"width": 128, "depth": 4, "num_heads": 4, "patch_size": 8, "image_size": 32, "temporal_depth": 2},
+    "video_vit": _TUBELETS,
+    "video_vit_factorised": {**_TUBELETS, "temporal_depth": 2},
+    "video_vit_divided": _TUBELETS,
+    # R3D-18's stages at a quarter width (2.1M parameters) with a quarter of its groups, so each GroupNorm group
+    # holds as many channels as there; time halves in the last two stages only, so an 8-frame clip ends as 2 time
+    # steps of 2 x 2 positions (the stem and stages 2-4 halve space)
+    "video_resnet": {
+        "widths": (16, 32, 64, 128),
+        "depths": (2, 2, 2, 2),
+        "temporal_strides": (1, 1, 2, 2),
+        "num_groups": 8,
+    },
+}
+TINY_VIDEO_TOWERS = {
+    "frame_vit": {"width": 32, "depth": 1, "num_heads": 2, "temporal_depth": 1},
+    "video_vit": {"width": 32, "depth": 1, "num_heads": 2},
+    "video_vit_factorised": {"width": 32, "depth": 1, "num_heads": 2, "temporal_depth": 1},
+    "video_vit_divided": {"width": 32, "depth": 1, "num_heads": 2},
+    "video_resnet": {"widths": (8, 8, 16, 16), "depths": (1, 1, 1, 1), "num_groups": 4},
+}
+
+
+def video_tower(name: str, *, tiny: bool = False, num_frames: int = 8) -> dict:
+    """model.image for the video tower `name` (a key of VIDEO_TOWERS), shrunk to seconds on a CPU when `tiny`."""
+    if name not in VIDEO_TOWERS:
+        raise ValueError(f"tower must be one of {list(VIDEO_TOWERS)}, got {name!r}")
+    tower = {"name": name, "num_frames": num_frames, **VIDEO_TOWERS[name]}
+    return deep_update(tower, dict(TINY_VIDEO_TOWERS[name])) if tiny else tower

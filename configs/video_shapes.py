@@ -23,7 +23,7 @@ import ml_collections
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 
-from common import deep_update, parse_arg, tiny_schedule  # noqa: E402
+from common import deep_update, parse_arg, tiny_schedule, video_tower  # noqa: E402
 
 VARIANTS = {
     "tiny": "seconds on a CPU (64 clips, small towers)",
@@ -36,29 +36,6 @@ VARIANTS = {
 ARGS = {"task": "classification", "temporal": "transformer", "tower": "frame_vit"}
 TASKS = ("classification", "retrieval", "captioning")
 
-# Tubelet transformers at the frame tower's sizes; ViViT's 2-frame tubelets leave 4 time steps of 4 x 4 patches.
-_TUBELETS = {"width": 128, "depth": 4, "num_heads": 4, "patch_size": 8, "image_size": 32, "tubelet_size": 2}
-OTHER_TOWERS = {
-    "video_vit": _TUBELETS,
-    "video_vit_factorised": {**_TUBELETS, "temporal_depth": 2},
-    "video_vit_divided": _TUBELETS,
-    # R3D-18's stages at a quarter width (2.1M parameters) with a quarter of its groups, so each GroupNorm group
-    # holds as many channels as there; time halves in the last two stages only, so an 8-frame clip ends as 2 time
-    # steps of 2 x 2 positions (the stem and stages 2-4 halve space)
-    "video_resnet": {
-        "widths": (16, 32, 64, 128),
-        "depths": (2, 2, 2, 2),
-        "temporal_strides": (1, 1, 2, 2),
-        "num_groups": 8,
-    },
-}
-TINY_TOWERS = {
-    "video_vit": {"width": 32, "depth": 1, "num_heads": 2},
-    "video_vit_factorised": {"width": 32, "depth": 1, "num_heads": 2, "temporal_depth": 1},
-    "video_vit_divided": {"width": 32, "depth": 1, "num_heads": 2},
-    "video_resnet": {"widths": (8, 8, 16, 16), "depths": (1, 1, 1, 1), "num_groups": 4},
-}
-
 
 def get_config(arg=None):
     a = parse_arg(arg, **ARGS)
@@ -66,22 +43,11 @@ def get_config(arg=None):
         raise ValueError(f"task must be one of {list(TASKS)}, got {a['task']!r}")
     if a["temporal"] not in ("transformer", "mean"):
         raise ValueError(f"temporal must be 'transformer' or 'mean', got {a['temporal']!r}")
-    if a["tower"] not in ("frame_vit", *OTHER_TOWERS):
-        raise ValueError(f"tower must be one of {['frame_vit', *OTHER_TOWERS]}, got {a['tower']!r}")
     if a["tower"] != "frame_vit" and a["temporal"] != "transformer":
         raise ValueError(f"temporal={a['temporal']} is frame_vit's option; tower={a['tower']} has no frame mean")
-    video = {
-        "name": "frame_vit",
-        "width": 128,
-        "depth": 4,
-        "num_heads": 4,
-        "patch_size": 8,  # 4x4 patches of a 32 px frame: a 4 px object still fills one
-        "image_size": 32,
-        "num_frames": 8,
-        "temporal_depth": 2 if a["temporal"] == "transformer" else 0,
-    }
-    if a["tower"] != "frame_vit":
-        video = {"name": a["tower"], "num_frames": 8, **OTHER_TOWERS[a["tower"]]}
+    video = video_tower(a["tower"], tiny=a["tiny"])
+    if a["temporal"] == "mean":
+        video["temporal_depth"] = 0
     c = {
         "data": {
             "source": "moving_shapes",
@@ -116,17 +82,12 @@ def get_config(arg=None):
         c["model"] = {"image": video, "width": 128, "num_layers": 2, "num_heads": 4}
         c["evals"] = {"captioning": {"split": "test"}}
     if a["tiny"]:
-        if a["tower"] == "frame_vit":
-            tiny = {"width": 32, "depth": 1, "num_heads": 2, "temporal_depth": min(1, video["temporal_depth"])}
-        else:
-            tiny = TINY_TOWERS[a["tower"]]
         deep_update(
             c,
             {
                 "data": {
                     "moving_shapes": {"num_train": 64, "num_validation": 16, "num_test": 16, "num_compositional": 16}
                 },
-                "model": {"image": tiny},
             },
         )
         if a["task"] == "retrieval":
