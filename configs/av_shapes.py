@@ -4,6 +4,7 @@
     mmjax train --config configs/av_shapes.py:fusion=bottleneck --workdir runs/av_mbt      # MBT bottlenecks
     mmjax train --config configs/av_shapes.py:modality=video --workdir runs/av_video       # the video control
     mmjax train --config configs/av_shapes.py:modality=audio --workdir runs/av_audio       # the audio control
+    mmjax train --config configs/av_shapes.py:tower=video_vit --workdir runs/av_vit        # tubelet tokens
     mmjax sweep --config configs/av_shapes.py --workdir runs/av_fusions                    # the four fusions
     mmjax train --config configs/av_shapes.py:task=correspondence --workdir runs/avc       # does it sound like this?
     mmjax train --config configs/av_shapes.py:task=localization --workdir runs/avl         # where is the sound?
@@ -25,7 +26,8 @@ audio_digits' AST (98 frames of 64 mel bins, computed in the model step); `fusio
 with the batch's other soundtracks and with its own rolled by half its length; the evaluator reports accuracy
 against each kind of negative apart. `task=localization` scores a clip against a soundtrack by the best-matching
 patch of each frame (`mmjax.models.SoundLocalizer`, 4 px patches: an 8 x 8 heatmap), trained without boxes; the
-evaluator plays the pointing game against the sounding shape's box, beside the frame-centre baseline.
+evaluator plays the pointing game against the sounding shape's box, beside the frame-centre baseline. The same
+scores make it a correspondence model too (AVOL-Net's max-pooled score), evaluated as task=correspondence is.
 
 Your own clips: a JSONL folder of `{"video": "clips/1.mp4", "label": "dog"}` lines (mmjax/data/jsonl.py); with
 `data.audio_samples` set, as here, each file's soundtrack is stored with its frames, over the same time.
@@ -109,6 +111,7 @@ def get_config(arg=None):
         c["model"] = {"image": video, "audio": dict(AUDIO), "embed_dim": 128}
         if a["task"] == "localization":  # a finer heatmap: 8 x 8 patches of 4 px, as small as the small shapes
             c["model"]["image"].update(patch_size=4, temporal_depth=0)
+            c["evals"]["correspondence"] = {"split": "test"}  # the localizer scores clip-soundtrack pairs too
     elif kind == "av":
         layers = {"width": 128, "num_layers": 4, "num_heads": 4} if a["fusion"] != "late" else {}
         c["model"]["fusion"] = {"name": a["fusion"], **layers, **FUSION_FIELDS[a["fusion"]]}

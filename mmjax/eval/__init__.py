@@ -14,7 +14,13 @@ host-side Python.
 Ties in rankings count against the correct item (`mmjax.eval.ranking`).
 """
 
-from mmjax.eval.audiovisual import correspondence_metrics, localization_metrics, pointing_hits
+from mmjax.eval.audiovisual import (
+    best_patch_scores,
+    correspondence_metrics,
+    cosine_scores,
+    localization_metrics,
+    pointing_hits,
+)
 from mmjax.eval.captioning import captioning_metrics, cider_d, cider_d_scores, corpus_bleu, tokenize
 from mmjax.eval.classification import classification_metrics
 from mmjax.eval.ranking import positive_ranks, recall_at_k
@@ -32,7 +38,9 @@ from mmjax.eval.zeroshot import (
 )
 
 __all__ = [
+    "best_patch_scores",
     "correspondence_metrics",
+    "cosine_scores",
     "localization_metrics",
     "pointing_hits",
     "DEFAULT_TEMPLATES",

@@ -3,26 +3,52 @@ and sound localization (the pointing game, and the centre prior it must beat).""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 
-def correspondence_metrics(
-    video: np.ndarray, audio: np.ndarray, shifted: np.ndarray, *, prefix: str = "correspondence"
-) -> dict[str, float]:
-    """video, audio, shifted: [N, E] embeddings (row i: clip i, its soundtrack, that soundtrack shifted in time).
+def cosine_scores(video: np.ndarray, audio: np.ndarray) -> np.ndarray:
+    """video [N, E], audio [M, E] (normalized embeddings) -> [N, M] cosines."""
+    return np.asarray(video, np.float64) @ np.asarray(audio, np.float64).T
 
-    A (positive, negative) pair is right when the clip scores its own soundtrack above the negative (cosine):
+
+def best_patch_scores(patches: np.ndarray, audio: np.ndarray, *, chunk: int = 64) -> np.ndarray:
+    """patches [N, T, P, E] (each clip's frames' normalized patch embeddings), audio [M, E] -> [N, M]: a clip's
+    score for a soundtrack is the cosine of each frame's best-matching patch, averaged over the frames (what
+    `SoundLocalizer.clip_scores` trains, without its scale; AVOL-Net's max-pooled correspondence). `chunk` clips
+    at a time bound the [chunk, T, P, M] cosines held at once."""
+    audio = np.asarray(audio, np.float32)
+    rows = [
+        np.einsum("ntpe,me->ntpm", np.asarray(patches[i : i + chunk], np.float32), audio).max(2).mean(1)
+        for i in range(0, len(patches), chunk)
+    ]
+    return np.concatenate(rows).astype(np.float64) if rows else np.zeros((0, len(audio)))
+
+
+def correspondence_metrics(
+    video: np.ndarray,
+    audio: np.ndarray,
+    shifted: np.ndarray,
+    *,
+    score: Callable[[np.ndarray, np.ndarray], np.ndarray] = cosine_scores,
+    prefix: str = "correspondence",
+) -> dict[str, float]:
+    """video, audio, shifted: row i is clip i's representation, its soundtrack's and that soundtrack's shifted in
+    time; `score(video, audio)` -> [N, M] scores every clip against every soundtrack (default: cosine of [N, E]
+    embeddings; `best_patch_scores` for a localizer's patches).
+
+    A (positive, negative) pair is right when the clip scores its own soundtrack above the negative:
       f"{prefix}/accuracy/other_clip"   over every pair (clip i, soundtrack j != i) of the split: the mean over
                                         clips of the fraction of other soundtracks scored below its own;
       f"{prefix}/accuracy/time_shift"   over every clip, against its own soundtrack shifted in time.
     Both are functions of the whole split alone, not of how it was batched. One clip: other_clip is 0."""
-    video, audio, shifted = (np.asarray(x, np.float64) for x in (video, audio, shifted))
-    scores = video @ audio.T  # [N, N]
+    scores = score(video, audio)  # [N, N]
     positive = np.diagonal(scores)
     n = len(scores)
     beaten = (positive[:, None] > scores).sum(1)  # the diagonal never counts: a score is not above itself
     other = float((beaten / (n - 1)).mean()) if n > 1 else 0.0
-    shift = float((positive > (video * shifted).sum(1)).mean()) if n else 0.0
+    shift = float((positive > np.diagonal(score(video, shifted))).mean()) if n else 0.0
     return {f"{prefix}/accuracy/other_clip": other, f"{prefix}/accuracy/time_shift": shift}
 
 

@@ -189,15 +189,17 @@ class Captioning(Evaluator):
 
 class Correspondence(Evaluator):
     """Audio-visual correspondence: each clip's own soundtrack against every other clip's, and against its own
-    shifted in time, reported apart (`mmjax.eval.correspondence_metrics`)."""
+    shifted in time, reported apart (`mmjax.eval.correspondence_metrics`), each pair scored the task's way
+    (`correspondence_score`: embeddings' cosine, or a localizer's best patch a frame)."""
 
-    NEEDS = ("predict_correspondence",)
+    NEEDS = ("predict_correspondence", "correspondence_score")
 
     def predict(self, params, batch):
         return self.task.predict_correspondence(params, batch)
 
     def metrics(self, out):
-        return mmeval.correspondence_metrics(out["video"], out["audio"], out["shifted"])
+        score = self.task.correspondence_score
+        return mmeval.correspondence_metrics(out["video"], out["audio"], out["shifted"], score=score)
 
 
 class Localization(Evaluator):

@@ -46,3 +46,24 @@ def test_wrong_clip_shapes_are_named():
         video.init(jax.random.key(0), _clip(3))
     with pytest.raises(ValueError, match=r"expects videos \[B, T, H, W, C\]"):
         video.init(jax.random.key(0), jnp.zeros((2, 32, 32, 3)))
+
+
+def test_patch_tokens_are_each_frames_image_vit_patches_in_order():
+    """tokens='patches' hands a fusion every frame's patches: frame t's are the image ViT's on that frame alone."""
+    clip = _clip(3)
+    video = FrameViT(num_frames=3, temporal_depth=0, tokens="patches", **KW)
+    params = video.init(jax.random.key(4), clip)
+    out = video.apply(params, clip)
+    assert out.tokens.shape == (2, 3 * 16, 32) and out.mask.shape == (2, 48) and out.pooled.shape == (2, 32)
+    for t in range(3):
+        image = ViT(**KW).apply(params, clip[:, t]).tokens[:, 1:]  # the class token is not a patch
+        np.testing.assert_allclose(out.tokens[:, 16 * t : 16 * (t + 1)], image, atol=1e-5)
+    frames = FrameViT(num_frames=3, temporal_depth=0, **KW).apply(params, clip)
+    np.testing.assert_allclose(out.pooled, frames.pooled, atol=1e-6)
+
+
+def test_patch_tokens_refuse_a_temporal_model_and_unknown_token_kinds():
+    with pytest.raises(ValueError, match="tokens='patches' takes temporal_depth 0, got 1"):
+        FrameViT(num_frames=4, temporal_depth=1, tokens="patches", **KW).init(jax.random.key(0), _clip())
+    with pytest.raises(ValueError, match="tokens must be 'frames' or 'patches', got 'tubelets'"):
+        FrameViT(num_frames=4, tokens="tubelets", **KW).init(jax.random.key(0), _clip())

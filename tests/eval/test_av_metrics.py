@@ -55,3 +55,18 @@ def test_localization_metrics_report_the_sounding_object_the_silent_one_and_the_
         "localization/centre_prior_accuracy": 0.0,
         "localization/silent_object_accuracy": pytest.approx(1 / 6),
     }
+
+
+def test_best_patch_scores_take_each_frames_best_patch_and_average_the_frames():
+    """A localizer scores a clip by where the sound is: its other patches (the silent shape) do not dilute it."""
+    from mmjax.eval import best_patch_scores
+
+    rng = np.random.default_rng(1)
+    patches, audio = _unit(rng.standard_normal((5, 3, 4, 8))), _unit(rng.standard_normal((6, 8)))
+    want = np.array([[np.mean([max(p @ a for p in frame) for frame in clip]) for a in audio] for clip in patches])
+    np.testing.assert_allclose(best_patch_scores(patches, audio, chunk=2), want, atol=1e-6)
+    # as a correspondence score: clip i's sound is in one place of each frame (patch 0), the rest is other things
+    own = _unit(rng.standard_normal((5, 8)))
+    patches[:, :, 0] = own[:, None]
+    out = correspondence_metrics(patches, own, -own, score=best_patch_scores)
+    assert out == {"correspondence/accuracy/other_clip": 1.0, "correspondence/accuracy/time_shift": 1.0}

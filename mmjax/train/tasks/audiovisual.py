@@ -21,6 +21,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from mmjax import eval as mmeval
 from mmjax import losses
 from mmjax.config.errors import ConfigError
 from mmjax.config.schema import Named
@@ -29,6 +30,7 @@ from mmjax.models import AudioVisual, SoundLocalizer, time_shifted
 from mmjax.train.tasks.base import IMAGE_TOWER, Task, tower_from_config
 
 AUDIO_TOWER = Named("tower", None, "the audio tower (with a frontend: it takes the waveforms)")
+SHIFT = (0.5, "the time-shifted negative: the soundtrack rolled by this fraction of its length")
 
 
 def _check_clip_and_soundtrack(config, task: str) -> None:
@@ -39,6 +41,14 @@ def _check_clip_and_soundtrack(config, task: str) -> None:
             f"config keys 'data.num_frames' and 'data.audio_samples' must both be set with task {task!r}: batches "
             "hold a clip and its soundtrack"
         )
+    if not 0 < config.model.shift < 1:
+        raise ConfigError(f"config key 'model.shift' must be in (0, 1), got {config.model.shift}")
+
+
+def _shifted(task: Task, batch):
+    """The batch's soundtracks rolled by model.shift of their length, and their lengths."""
+    waves, lengths = task.audio(batch)
+    return time_shifted(waves, int(task.config.model.shift * waves.shape[-1])), lengths
 
 
 class CorrespondenceTask(Task):
@@ -46,17 +56,16 @@ class CorrespondenceTask(Task):
         "image": IMAGE_TOWER,
         "audio": AUDIO_TOWER,
         "embed_dim": (128, "width of the shared clip-soundtrack embedding space"),
-        "shift": (0.5, "the time-shifted negative: the soundtrack rolled by this fraction of its length"),
+        "shift": SHIFT,
         "logit_scale_init": (2.302585, "initial log inverse temperature (log 10)"),
     }
     DATA_TASK = "image_text"
     DEFAULT_EVALS = {"correspondence": {"type": "correspondence"}}
+    correspondence_score = staticmethod(mmeval.cosine_scores)
 
     @classmethod
     def validate_config(cls, config) -> None:
         _check_clip_and_soundtrack(config, "correspondence")
-        if not 0 < config.model.shift < 1:
-            raise ConfigError(f"config key 'model.shift' must be in (0, 1), got {config.model.shift}")
 
     def build_model(self, cfg) -> nn.Module:
         return AudioVisual(
@@ -67,10 +76,6 @@ class CorrespondenceTask(Task):
             dtype=self.dtype,
         )
 
-    def shifted(self, batch):
-        waves, lengths = self.audio(batch)
-        return time_shifted(waves, int(self.config.model.shift * waves.shape[-1])), lengths
-
     def embeddings(self, params, batch, *, train: bool = False, rng=None) -> dict:
         """-> {video, audio, shifted}: normalized embeddings [B, E] of the clips, soundtracks and shifted ones."""
         rngs = {"dropout": rng} if rng is not None else {}
@@ -78,7 +83,7 @@ class CorrespondenceTask(Task):
         return {
             "video": apply(self.media(batch), method="encode_video"),
             "audio": apply(*self.audio(batch), method="encode_audio"),
-            "shifted": apply(*self.shifted(batch), method="encode_audio"),
+            "shifted": apply(*_shifted(self, batch), method="encode_audio"),
         }
 
     def init(self, rng, batch):
@@ -111,10 +116,13 @@ class LocalizationTask(Task):
         "image": IMAGE_TOWER,
         "audio": AUDIO_TOWER,
         "embed_dim": (128, "width of the shared patch-soundtrack embedding space"),
+        "shift": (SHIFT[0], "the correspondence evaluator's time-shifted negative (not trained on): " + SHIFT[1]),
         "logit_scale_init": (2.302585, "initial log inverse temperature (log 10)"),
     }
     DATA_TASK = "image_text"
     DEFAULT_EVALS = {"localization": {"type": "localization"}}
+    # A clip scores a soundtrack by its best patch a frame, as in training: a correspondence model too (AVOL-Net)
+    correspondence_score = staticmethod(mmeval.best_patch_scores)
 
     @classmethod
     def validate_config(cls, config) -> None:
@@ -127,7 +135,7 @@ class LocalizationTask(Task):
 
     def build_model(self, cfg) -> nn.Module:
         fields = cfg.image.to_dict()
-        for key in ("name", "variant", "num_frames", "temporal_depth"):  # the frame tower: frame_vit's image ViT
+        for key in ("name", "variant", "num_frames", "temporal_depth", "tokens"):  # frame_vit's image ViT
             fields.pop(key, None)
         side = fields["image_size"] // fields["patch_size"]
         return SoundLocalizer(
@@ -172,6 +180,15 @@ class LocalizationTask(Task):
         gh, gw = self.model.grid
         best = jnp.argmax(maps.reshape(*maps.shape[:2], -1), axis=-1)
         return jnp.stack([(best % gw + 0.5) / gw, (best // gw + 0.5) / gh], axis=-1)
+
+    def predict_correspondence(self, params, batch) -> dict:
+        """{video: patch embeddings [B, T, P, E], audio, shifted: soundtrack embeddings [B, E]}, scored over the
+        split by `correspondence_score`."""
+        return {
+            "video": self._patches(params, self.media(batch)),
+            "audio": self._apply(params, *self.audio(batch), method="encode_audio"),
+            "shifted": self._apply(params, *_shifted(self, batch), method="encode_audio"),
+        }
 
     def pointing_tolerance(self) -> float:
         """Half a patch's side: the point is a patch centre, so a patch overlapping the box counts as a hit."""
