@@ -266,6 +266,11 @@ def moving_shapes_builder(data_dir: str | None = None, **settings) -> MovingShap
     )
 
 
+@dataclasses.dataclass
+class SoundingShapesConfig(MovingShapesConfig):
+    single_fraction: float = 0.0  # share of train clips holding the sounding shape alone (sounding_shapes.generate)
+
+
 class SoundingShapes(MovingShapes, skip_registration=True):
     """Generated clips with a soundtrack (see `mmjax.data.sounding_shapes`): frames as raw uint8 [T, S, S, 3], the
     waveform float32 [T * SAMPLE_RATE / FPS], the action as `label`, the sounding object's index (`sounding`) and
@@ -310,17 +315,21 @@ class SoundingShapes(MovingShapes, skip_registration=True):
         cfg = self.builder_config
         keys = ("video", "audio", "label", "motion", "sounding", "fused_label", "captions", "boxes", "sound_times")
         for index in range(num):
-            clip = sounding_shapes.generate(cfg.seed, split, index, cfg.image_size, cfg.num_frames)
+            clip = sounding_shapes.generate(cfg.seed, split, index, cfg.image_size, cfg.num_frames, cfg.single_fraction)
             yield index, {**{k: clip[k] for k in keys}, "video_id": index}
 
 
 def sounding_shapes_builder(data_dir: str | None = None, **settings) -> SoundingShapes:
-    """The sounding_shapes builder for these settings (the fields of `MovingShapesConfig`, which it shares)."""
+    """The sounding_shapes builder for these settings (`SoundingShapesConfig`'s fields)."""
     return _configured(
         SoundingShapes,
-        MovingShapesConfig,
+        SoundingShapesConfig,
         data_dir,
-        lambda c: f"{c.image_size}px-{c.num_frames}f-seed{c.seed}-n{_counts(c)}",
+        # datasets prepared before single_fraction existed keep their name
+        lambda c: (
+            f"{c.image_size}px-{c.num_frames}f-seed{c.seed}-n{_counts(c)}"
+            + (f"-single{c.single_fraction:g}" if c.single_fraction else "")
+        ),
         **settings,
     )
 

@@ -66,6 +66,11 @@ KEYS = {
         "num_validation": (1_000, "clips in the validation split"),
         "num_test": (1_000, "clips in the test split"),
         "num_compositional": (1_000, "clips in the compositional split (colour-shape pairs never seen nor heard)"),
+        "single_fraction": (
+            0.0,
+            "share of train clips holding the sounding shape alone: a curriculum for the fused label (its size "
+            "then needs no binding); the other splits always hold two shapes",
+        ),
     },
     "spoken_digits": {
         "seed": (0, "generator seed: same seed, same samples"),

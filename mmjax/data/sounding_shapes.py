@@ -37,6 +37,13 @@ Chance for each single modality is thus 1/2, also the majority class (both sizes
 the action, video 1 and audio 1/7 (the sound is the same for every motion); `sounding`, video 1/2, audio 1/2 (the
 objects' order is as drawn) and both 1.
 
+A curriculum for the fused label (`single_fraction`): that share of the train clips holds the sounding shape
+alone, so its size needs no binding there (the frames say it). A model that has learnt to read the size of what
+it attends to then gains from attending to the shape the sound names, a first-order signal that the two-shape
+clips alone do not give (their label is an exclusive-or of two coins, which the single modalities cannot see).
+Which clips are single is drawn from a stream of its own: every other quantity of clip `index` is as without it.
+The other splits always hold two shapes, so every evaluation keeps each single modality at 1/2.
+
 The compositional split holds sounds never heard on objects never seen: both objects are (colour, shape) pairs from
 `shapes.HELD_OUT` (a pitch-timbre pair each), which the other splits never contain, for either object.
 """
@@ -68,6 +75,7 @@ HARMONICS = {  # relative amplitudes of harmonics 1, 2, ...; the 5th of the high
 LEVEL = (0.08, 0.2)  # RMS of the tone; its peak stays under 0.6
 _FADE = SAMPLE_RATE // 200  # 5 ms ramps in and out: no clicks at the edges
 _SIDE = {"small": (0.2, 0.24), "large": (0.3, 0.34)}  # box side as a fraction of the frame, as moving_shapes'
+DIRECTIONS = ("left", "right", "up", "down")
 PLURALS = {"left": "move left", "right": "move right", "up": "move up", "down": "move down", "grows": "grow",
            "shrinks": "shrink", "bounces": "bounce"}  # fmt: skip
 
@@ -120,9 +128,9 @@ class Clip:
         return out
 
 
-def _rng(seed: int, split: str, index: int) -> np.random.Generator:
-    # a stream apart from the other worlds' (moving_shapes: 1, spoken: 2 and 3)
-    return np.random.default_rng([seed, SPLITS.index(split), index, 4])
+def _rng(seed: int, split: str, index: int, stream: int = 4) -> np.random.Generator:
+    # a stream apart from the other worlds' (moving_shapes: 1, spoken: 2 and 3); 5: which train clips are single
+    return np.random.default_rng([seed, SPLITS.index(split), index, stream])
 
 
 def _window(rng: np.random.Generator, num_frames: int) -> tuple[int, int]:
@@ -219,9 +227,16 @@ def _a(phrase: str) -> str:
 
 def captions(clip: Clip) -> list[str]:
     """Three phrasings naming both objects, what they do, and which one makes the sound."""
-    a, b = (o.name() for o in clip.objects)
     src = clip.sounding.mover
     does = PLURALS[src.motion]
+    if len(clip.objects) == 1:
+        a = clip.sounding.name()
+        return [
+            f"{_a(a)} makes a sound as it {'moves ' if src.motion in DIRECTIONS else ''}{src.motion}",
+            f"the {src.size} {src.colour} {src.shape} makes a sound",
+            f"one shape: {_a(a)}. the sound comes from the {src.size} {src.shape}",
+        ]
+    a, b = (o.name() for o in clip.objects)
     return [
         f"{_a(a)} and {_a(b)} {does}, the {src.colour} {src.shape} makes a sound",
         f"the {src.size} {src.colour} {src.shape} makes a sound as two shapes {does}",
@@ -229,12 +244,19 @@ def captions(clip: Clip) -> list[str]:
     ]
 
 
-def generate(seed: int, split: str, index: int, image_size: int = 32, num_frames: int = 8) -> dict:
+def generate(
+    seed: int, split: str, index: int, image_size: int = 32, num_frames: int = 8, single_fraction: float = 0.0
+) -> dict:
     """Clip `index` of `split`: frames uint8 [T,S,S,3], audio float32 [T * SAMPLES_PER_FRAME], labels (see the
-    module docstring), captions, boxes [T, 2, 4] in [0, 1] and sound_times [2, 2] (on, off) seconds."""
+    module docstring), captions, boxes [T, 2, 4] in [0, 1] and sound_times [2, 2] (on, off) seconds. A train clip
+    holds the sounding shape alone with probability `single_fraction` (its boxes and sound times then in row 0)."""
     if num_frames < 4:
         raise ValueError(f"sounding_shapes needs at least 4 frames to show a motion, got num_frames={num_frames}")
+    if not 0 <= single_fraction <= 1:
+        raise ValueError(f"sounding_shapes single_fraction must be in [0, 1], got {single_fraction}")
     clip = sample_clip(_rng(seed, split, index), image_size, num_frames, split)
+    if split == "train" and single_fraction and _rng(seed, split, index, 5).uniform() < single_fraction:
+        clip = dataclasses.replace(clip, objects=(clip.sounding,), source=0)
     return {
         "clip": clip,
         "video": render_clip(clip),
