@@ -246,3 +246,34 @@ def test_the_builder_stores_the_clips_and_the_pipeline_batches_clip_and_sound(tm
     config.audio_samples = 0
     with pytest.raises(ValueError, match="data.audio_samples: the records of mmjax_sounding_shapes/train hold audio"):
         mmdata.build_pipeline(config, "train")
+
+
+def test_single_fraction_makes_that_share_of_train_clips_the_sounding_shape_alone_and_changes_nothing_else():
+    """The curriculum's clips: the sounding shape alone (so the frames give the fused label), everything it shows and
+    sounds as in the two-shape clip of the same index; held-out splits keep both shapes (each modality stays 1/2)."""
+    singles = 0
+    for i in range(200):
+        two, curriculum = ss.generate(0, "train", i), ss.generate(0, "train", i, single_fraction=0.5)
+        np.testing.assert_array_equal(curriculum["audio"], two["audio"])
+        assert curriculum["fused_label"] == two["fused_label"] and curriculum["label"] == two["label"]
+        if len(curriculum["clip"].objects) == 2:
+            assert curriculum["clip"] == two["clip"] and curriculum["captions"] == two["captions"]
+            continue
+        singles += 1
+        assert curriculum["clip"].objects == (two["clip"].sounding,) and curriculum["sounding"] == 0
+        np.testing.assert_array_equal(curriculum["boxes"][:, 0], two["boxes"][:, two["sounding"]])
+        assert not curriculum["boxes"][:, 1].any() and not curriculum["sound_times"][1].any()
+        silent = two["clip"].objects[1 - two["sounding"]]
+        x0, y0, x1, y1 = silent.box(0, 32)  # where the silent shape stood is background now
+        patch = curriculum["video"][0, y0:y1, x0:x1]
+        assert (patch == np.asarray(two["clip"].background, np.uint8)).all()
+    assert 70 <= singles <= 130  # 100 expected
+    assert all(
+        len(ss.generate(0, s, i, single_fraction=1.0)["clip"].objects) == 2 for s in ss.SPLITS[1:] for i in range(5)
+    )
+    assert sum(len(ss.generate(0, "train", i, single_fraction=1.0)["clip"].objects) for i in range(5)) == 5
+    with pytest.raises(ValueError, match=r"single_fraction must be in \[0, 1\], got 1.5"):
+        ss.generate(0, "train", 0, single_fraction=1.5)
+    # the builder names the dataset by it, so a curriculum never reuses (or overwrites) the two-shape data
+    assert builders.sounding_shapes_builder("/tmp/x", single_fraction=0.5).builder_config.name.endswith("-single0.5")
+    assert "single" not in builders.sounding_shapes_builder("/tmp/x").builder_config.name
