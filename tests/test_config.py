@@ -184,6 +184,16 @@ def test_validate_fails_before_compiling_naming_the_key(overrides, devices, frag
     assert fragment in _error(mmconfig.validate, config, devices)
 
 
+def test_a_frame_vits_patch_tokens_are_checked_before_any_model_is_built():
+    av = f"{CONFIGS}/av_shapes.py:tiny"
+    for overrides, fragment in (
+        (["model.image.tokens=patches"], "'model.image.tokens' is 'patches' but 'model.image.temporal_depth' is 1"),
+        (["model.image.tokens=tubelets"], "'model.image.tokens' must be 'frames' or 'patches', got 'tubelets'"),
+    ):
+        assert fragment in _error(mmconfig.validate, mmconfig.load_config(av, overrides), 1)
+    mmconfig.validate(mmconfig.load_config(av, ["model.image.tokens=patches", "model.image.temporal_depth=0"]), 1)
+
+
 def test_config_show_prints_every_key_with_its_doc():
     config = mmconfig.load_config(TINY)
     text = mmconfig.render(config, with_docs=True)

@@ -80,7 +80,23 @@ def _validate_model(config) -> None:
                     f"config key 'model.{key}.{field}' is required by {d.table} {group.name!r}",
                 )
     _validate_widths(config.model, "model")
+    _validate_frame_tokens(config.model.get("image"))
     task_class(config.task).validate_config(config)
+
+
+def _validate_frame_tokens(image) -> None:
+    """A frame_vit's patch tokens carry no time position, so no temporal model may read them (encoders.FrameViT)."""
+    if image is None or image.get("name") != "frame_vit":
+        return
+    _expect(
+        image.tokens in ("frames", "patches"),
+        f"config key 'model.image.tokens' must be 'frames' or 'patches', got {image.tokens!r}",
+    )
+    _expect(
+        image.tokens == "frames" or not image.temporal_depth,
+        f"config key 'model.image.tokens' is 'patches' but 'model.image.temporal_depth' is {image.temporal_depth}: "
+        "patch tokens take no temporal model (set it to 0)",
+    )
 
 
 def _validate_widths(node: ml_collections.ConfigDict, path: str) -> None:
