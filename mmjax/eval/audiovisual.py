@@ -48,8 +48,16 @@ def correspondence_metrics(
     n = len(scores)
     beaten = (positive[:, None] > scores).sum(1)  # the diagonal never counts: a score is not above itself
     other = float((beaten / (n - 1)).mean()) if n > 1 else 0.0
-    shift = float((positive > np.diagonal(score(video, shifted))).mean()) if n else 0.0
+    shift = float((positive > _paired(score, video, shifted)).mean()) if n else 0.0
     return {f"{prefix}/accuracy/other_clip": other, f"{prefix}/accuracy/time_shift": shift}
+
+
+def _paired(score, video, audio, chunk: int = 64) -> np.ndarray:
+    """score(video[i], audio[i]) for every i, [N]: the diagonal of `score`, computed a block of rows at a time
+    rather than over the whole [N, N] square (a localizer's score costs T x P per pair)."""
+    return np.concatenate(
+        [np.diagonal(score(video[i : i + chunk], audio[i : i + chunk])) for i in range(0, len(video), chunk)]
+    )
 
 
 def pointing_hits(points: np.ndarray, boxes: np.ndarray, tolerance: float) -> np.ndarray:
