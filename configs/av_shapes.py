@@ -47,15 +47,20 @@ VARIANTS = {
     "task=classification|correspondence|localization": "the fused label (the sounding shape's size) from the clip "
     "and its soundtrack (default), whether a soundtrack belongs to a clip, or where in the frame it comes from",
     "fusion=early|late|mid|bottleneck": "modality=both: how the towers meet (default early)",
+    "combine=product|concat|sum|gate": "fusion=late: how the two pooled vectors meet (default product; concat and "
+    "sum are additive, the control that cannot bind a size to a sound)",
     "modality=both|video|audio": "both towers through the fusion (default), or one tower alone (the controls)",
     "tower=" + "|".join(VIDEO_TOWERS): "the video tower (default frame_vit: one token per frame; the tubelet "
     "transformers give the fusion a token per tubelet); task=localization takes frame_vit's patches",
 }
-ARGS = {"task": "classification", "fusion": "early", "modality": "both", "tower": "frame_vit"}
+ARGS = {"task": "classification", "fusion": "early", "modality": "both", "tower": "frame_vit", "combine": "product"}
 TASKS = ("classification", "correspondence", "localization")
 FUSION_FIELDS = {
     "early": {},
-    "late": {"combine": "concat"},
+    # The label is an XOR of what each tower sees (which shape is large; which one sounds), and an additive
+    # combination followed by the linear head scores each tower apart, which an XOR defeats: 'product' lets
+    # the audio vector gate the video's features (e.g. "the red shape's area" times "red sounds").
+    "late": {"combine": "product", "width": 128},
     "mid": {"fusion_layer": 2},
     "bottleneck": {"n_bottlenecks": 4, "fusion_layer": 2},
 }
@@ -71,12 +76,15 @@ def _check(a: dict) -> None:
         "fusion": tuple(FUSION_FIELDS),
         "modality": ("both", "video", "audio"),
         "tower": VIDEO_TOWERS,
+        "combine": ("product", "concat", "sum", "gate"),  # mmjax.fusion.LateFusion's
     }
     for key, allowed in choices.items():
         if a[key] not in allowed:
             raise ValueError(f"{key} must be one of {list(allowed)}, got {a[key]!r}")
     if a["task"] == "localization" and a["tower"] != "frame_vit":
         raise ValueError(f"task=localization scores frame_vit's patches of each frame; tower={a['tower']} has none")
+    if a["combine"] != ARGS["combine"] and a["fusion"] != "late":
+        raise ValueError(f"combine={a['combine']} is fusion=late's option, got fusion={a['fusion']}")
 
 
 def get_config(arg=None):
@@ -115,6 +123,8 @@ def get_config(arg=None):
     elif kind == "av":
         layers = {"width": 128, "num_layers": 4, "num_heads": 4} if a["fusion"] != "late" else {}
         c["model"]["fusion"] = {"name": a["fusion"], **layers, **FUSION_FIELDS[a["fusion"]]}
+        if a["fusion"] == "late":
+            c["model"]["fusion"]["combine"] = a["combine"]
     if a["tiny"]:
         deep_update(
             c,
@@ -144,5 +154,6 @@ def get_sweep(arg=None):
 
 
 def _fusion(name, arg):
-    parts = [p for p in (arg or "").split(",") if p and not p.startswith("fusion=")]
+    dropped = ("fusion=",) if name == "late" else ("fusion=", "combine=")  # combine= is late fusion's alone
+    parts = [p for p in (arg or "").split(",") if p and not p.startswith(dropped)]
     return get_config(",".join(parts + [f"fusion={name}"])).model.fusion.to_dict()

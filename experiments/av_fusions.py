@@ -20,12 +20,13 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "experiments"))
 
 CONFIG = REPO / "configs" / "av_shapes.py"
-# row -> the config file's argument that builds it: four fusions of both towers, then each tower alone
+# row -> the config file's argument that builds it: the fusions of both towers, then each tower alone
 ROWS = {
     "early": "fusion=early",
     "mid": "fusion=mid",
     "bottleneck": "fusion=bottleneck",
-    "late": "fusion=late",
+    "late": "fusion=late",  # the pooled vectors multiplied (configs/av_shapes.py: combine=product)
+    "late (concat)": "fusion=late,combine=concat",  # added: the additive control, which cannot bind
     "video alone": "modality=video",
     "audio alone": "modality=audio",
 }

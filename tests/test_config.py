@@ -194,6 +194,16 @@ def test_a_frame_vits_patch_tokens_are_checked_before_any_model_is_built():
     mmconfig.validate(mmconfig.load_config(av, ["model.image.tokens=patches", "model.image.temporal_depth=0"]), 1)
 
 
+def test_av_late_fusion_multiplies_unless_told_and_combine_belongs_to_it_alone():
+    av = f"{CONFIGS}/av_shapes.py:tiny"
+    assert mmconfig.load_config(f"{av},fusion=late").model.fusion.combine == "product"
+    assert mmconfig.load_config(f"{av},fusion=late,combine=concat").model.fusion.combine == "concat"
+    assert "combine=concat is fusion=late's option, got fusion=early" in _error(
+        mmconfig.load_config, f"{av},combine=concat"
+    )
+    assert "combine must be one of" in _error(mmconfig.load_config, f"{av},fusion=late,combine=max")
+
+
 def test_config_show_prints_every_key_with_its_doc():
     config = mmconfig.load_config(TINY)
     text = mmconfig.render(config, with_docs=True)

@@ -2,6 +2,7 @@ import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import optax
 import pytest
 
 from mmjax.fusion import LateFusion
@@ -57,3 +58,40 @@ def test_widths_project_or_fail():
         _apply(LateFusion("product"), enc)
     with pytest.raises(ValueError, match="unknown late-fusion combine 'max'"):
         _apply(LateFusion("max"), enc)
+
+
+class _LateClassifier(nn.Module):
+    combine: str
+
+    @nn.compact
+    def __call__(self, encodings):
+        return nn.Dense(2)(LateFusion(self.combine, width=8)(encodings).pooled)
+
+
+@pytest.mark.parametrize("combine, learns", [("product", True), ("concat", False), ("sum", False)])
+def test_only_a_multiplicative_late_fusion_binds_what_one_modality_says_to_what_the_other_shows(combine, learns):
+    # av_shapes' fused label in miniature: the video says which of two shapes is large, the audio which sounds;
+    # the class (is the sounding one large?) is their XOR, which a linear head over a sum of the two cannot fit
+    video = jnp.array([[1.0, -1.0], [1.0, -1.0], [-1.0, 1.0], [-1.0, 1.0]])
+    audio = jnp.array([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.0, 1.0]])
+    labels = jnp.array([1, 0, 0, 1])
+    enc = {
+        m: Encoded(tokens=x[:, None], mask=jnp.ones((4, 1), bool), pooled=x) for m, x in (("v", video), ("a", audio))
+    }
+    model = _LateClassifier(combine)
+    params = model.init(jax.random.key(0, impl="unsafe_rbg"), enc)
+    opt = optax.adam(0.05)
+
+    @jax.jit
+    def step(params, state):
+        def loss(p):
+            return optax.softmax_cross_entropy_with_integer_labels(model.apply(p, enc), labels).mean()
+
+        updates, state = opt.update(jax.grad(loss)(params), state)
+        return optax.apply_updates(params, updates), state
+
+    state = opt.init(params)
+    for _ in range(300):
+        params, state = step(params, state)
+    accuracy = float(jnp.mean(jnp.argmax(model.apply(params, enc), -1) == labels))
+    assert accuracy == 1.0 if learns else accuracy <= 0.75
