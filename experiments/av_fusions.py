@@ -1,11 +1,12 @@
 """The fused label of `sounding_shapes` through every fusion, beside each modality alone: a table and a chart.
 
-    python experiments/av_fusions.py --root runs/av_curriculum --step 500 --bench --data-dir /work/data
+    python experiments/av_fusions.py --root runs/av_curriculum --step 500 1000 --bench --data-dir /work/data
 
-Reads ROOT/<row>/eval.json (written by `mmjax train`; the README's commands train the six rows) at `--step`:
-test accuracy overall and per class (small, large). With --bench, times each row's train step with `mmjax bench`
-one after another in this process's machine (side by side, nothing else running), which also gives the parameter
-count. Writes ROOT/results.json, ROOT/results.md and ROOT/results.png (experiments/sweep_chart.py's chart).
+Reads ROOT/<row>/eval.json (written by `mmjax train`; the README's commands train the seven rows) at each `--step`:
+test accuracy overall at each, and per class (small, large) at the last. With --bench, times each row's train step
+with `mmjax bench` one after another in this process's machine (side by side, nothing else running), which also
+gives the parameter count. Writes ROOT/results.json, ROOT/results.md and ROOT/results.png (experiments/
+sweep_chart.py's chart, of the last step).
 """
 
 from __future__ import annotations
@@ -59,13 +60,15 @@ def evaluation(workdir: pathlib.Path, step: int) -> dict:
     return history.get(str(step), {})
 
 
-def table(rows: list[dict], step: int) -> str:
+def table(rows: list[dict], steps: list[int]) -> str:
+    """Test accuracy at each of `steps`, then per class at the last, parameters and step time."""
+    at = [f"test accuracy at step {s:,}" for s in steps]
     lines = [
-        f"| run | test accuracy at step {step} | small | large | parameters | step time (ms) |",
-        "|---|---|---|---|---|---|",
+        f"| run | {' | '.join(at)} | small (step {steps[-1]:,}) | large | parameters | step time (ms) |",
+        "|---|" + "---|" * (len(steps) + 4),
     ]
     for r in rows:
-        acc = [r.get(f"eval/{METRIC}{k}") for k in ("", "/small", "/large")]
+        acc = [r["by_step"].get(str(s)) for s in steps] + [r.get(f"eval/{METRIC}{k}") for k in ("/small", "/large")]
         cells = [f"{a:.3f}" if a is not None else "-" for a in acc]
         params = f"{r['params']:,}" if "params" in r else "-"
         time = f"{r['step_time_ms']:.0f}" if "step_time_ms" in r else "-"
@@ -76,15 +79,20 @@ def table(rows: list[dict], step: int) -> str:
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", required=True, help="the folder holding one workdir per row, named as ROWS")
-    parser.add_argument("--step", type=int, default=1000, help="the evaluation step to report")
+    parser.add_argument("--step", type=int, nargs="+", default=[1000], help="the evaluation steps to report")
     parser.add_argument("--bench", action="store_true", help="time each row's step (mmjax bench)")
     parser.add_argument("--bench-steps", type=int, default=10)
     parser.add_argument("--data-dir", default=None)
     args = parser.parse_args()
     root = pathlib.Path(args.root)
+    if not root.is_dir():
+        parser.error(f"--root {root}: no such folder (it holds one workdir per row: {', '.join(ROWS)})")
     rows = []
     for name in ROWS:
-        row = {"point": name, **{f"eval/{k}": v for k, v in evaluation(root / name, args.step).items()}}
+        # the chart and the per-class columns show the last step; the table has every step's overall accuracy
+        last = evaluation(root / name, args.step[-1])
+        by_step = {str(s): evaluation(root / name, s).get(METRIC) for s in args.step}
+        row = {"point": name, "by_step": by_step, **{f"eval/{k}": v for k, v in last.items()}}
         if args.bench:
             timed = bench(name, args.data_dir, args.bench_steps)
             row.update(params=timed["params"], step_time_ms=timed["step_time_ms"])
