@@ -175,10 +175,10 @@ def captions(clip: Clip) -> list[str]:
     actor, *rest = clip.movers
     out = []
     for name in (actor.name(), f"{actor.colour} {actor.shape}", actor.name()):
-        text = f"{_a(name)} at the {_where(actor, clip)} {PHRASES[actor.motion]}"
+        text = f"{_a(name)} at the {start_place(actor, clip)} {PHRASES[actor.motion]}"
         if rest:
             other = rest[0]
-            what = f"appears at the {_where(other, clip)}"
+            what = f"appears at the {start_place(other, clip)}"
             text += f", then {_a(other.colour + ' ' + other.shape)} {what}"
             text += "" if other.motion == "stays" else f" and {PHRASES[other.motion]}"
         out.append(text)
@@ -186,8 +186,9 @@ def captions(clip: Clip) -> list[str]:
     return out
 
 
-def _where(mover: Mover, clip: Clip) -> str:
-    """Where the object's first drawn box lies (its pixels, not its unrounded centre)."""
+def start_place(mover: Mover, clip: Clip) -> str:
+    """Where the object's first drawn box lies on the 3 x 3 grid (its pixels, not its unrounded centre): the place
+    its captions give it."""
     x0, y0, x1, y1 = mover.box(mover.start, clip.num_frames, clip.image_size)
     return grid_position(((x0 + x1) / 2, (y0 + y1) / 2), clip.image_size)
 
