@@ -53,14 +53,14 @@ VARIANTS = {
     "tower=" + "|".join(VIDEO_TOWERS): "the video tower (default frame_vit: one token per frame; the tubelet "
     "transformers give the fusion a token per tubelet); task=localization takes frame_vit's patches",
 }
+# combine=product: the label is an XOR of what each tower sees (which shape is large; which one sounds), and an
+# additive combination followed by the linear head scores each tower apart, which an XOR defeats; the product lets
+# the audio vector gate the video's features (e.g. "the red shape's area" times "red sounds").
 ARGS = {"task": "classification", "fusion": "early", "modality": "both", "tower": "frame_vit", "combine": "product"}
 TASKS = ("classification", "correspondence", "localization")
 FUSION_FIELDS = {
     "early": {},
-    # The label is an XOR of what each tower sees (which shape is large; which one sounds), and an additive
-    # combination followed by the linear head scores each tower apart, which an XOR defeats: 'product' lets
-    # the audio vector gate the video's features (e.g. "the red shape's area" times "red sounds").
-    "late": {"combine": "product", "width": 128},
+    "late": {"width": 128},  # and the `combine=` argument
     "mid": {"fusion_layer": 2},
     "bottleneck": {"n_bottlenecks": 4, "fusion_layer": 2},
 }

@@ -70,8 +70,11 @@ def clips_in_order(out: dict, setup: Setup, source) -> list[moving_shapes.Clip]:
         clip = moving_shapes.generate(source.seed, split, i, source.image_size, source.num_frames)["clip"]
         by_captions[tuple(moving_shapes.captions(clip))] = clip
 
+    real = out["caption_mask"].astype(bool)
+
     def decoded(i):  # the word tokenizer spaces the comma
-        return tuple(setup.task.tokenizer.decode(out["ids"][i, j]).replace(" ,", ",") for j in range(3))
+        ids = out["ids"][i][real[i]]
+        return tuple(setup.task.tokenizer.decode(row).replace(" ,", ",") for row in ids)
 
     return [by_captions[decoded(i)] for i in range(n)]
 
