@@ -226,3 +226,25 @@ def test_sweeps_expand_products_and_zips_into_named_points():
 def test_missing_file_and_variant():
     assert "does not exist" in _error(mmconfig.load_config, "configs/nope.py")
     assert "unknown config argument 'huge'" in _error(mmconfig.load_config, TINY.replace(":tiny", ":huge"))
+
+
+def test_a_causal_text_tower_pools_at_the_word_lists_end_token_and_so_reads_the_whole_caption():
+    import jax
+    import numpy as np
+
+    from mmjax.data import tokenizer_from_config
+    from mmjax.encoders import build_tower
+
+    spec = f"{CONFIGS}/video_shapes.py:tiny,task=retrieval"
+    config = mmconfig.load_config(spec)
+    tok = tokenizer_from_config(config.data.tokenizer)
+    text = config.model.text.to_dict()
+    assert (text["pool"], text["eos_token_id"]) == ("eos", tok.token_id("[EOS]"))
+    assert mmconfig.load_config(TINY).model.text.pool == "argmax"  # CLIP's vocabulary: its end token is the highest id
+    tower = build_tower(text.pop("name"), **text)
+    # captions that differ only in their last word: 'argmax' pooled at the highest-id word ('top'), before it
+    batch = tok(["a red circle at the top left moves left", "a red circle at the top left moves right"])
+    params = tower.init(jax.random.key(0), batch["input_ids"], batch["attention_mask"])
+    pooled = tower.apply(params, batch["input_ids"], batch["attention_mask"]).pooled
+    assert not np.allclose(pooled[0], pooled[1], atol=1e-4)
+    assert "config key 'model.text.pool' is 'argmax'" in _error(mmconfig.load_config, spec, ["model.text.pool=argmax"])

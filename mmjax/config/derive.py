@@ -10,6 +10,8 @@ both keys. Which keys were stated is read from the raw (file + overrides) dict, 
                                                  (model.audio: the soundtrack beside model.image's clip)
   data.tokenizer.max_length  <= model.text.max_length (None: equal to it; longer: the unstated table follows)
   model.text.vocab_size      >= the tokenizer's vocabulary (unset: equal to it)
+  model.text.pool, eos_token_id  pool='argmax' (CLIP's: the end token has the highest id) becomes 'eos' at the
+                                 tokenizer's end token when another token has a higher id (the word lists)
   data.task                  the record layout the task reads (Task.DATA_TASK), unless stated
   evals.*.batch_size, every, at_end, prefix   from batch_size, eval_every and the entry's name
 """
@@ -182,12 +184,14 @@ def _image_size(config: dict, raw: Mapping) -> None:
 
 
 @functools.lru_cache(maxsize=16)
-def _vocab_size(kind: str, path: str | None, max_length: int, lowercase: bool) -> int:
-    """The tokenizer's vocabulary size; cached, since sweeps and tests resolve the same config many times."""
+def _vocab_size(kind: str, path: str | None, max_length: int, lowercase: bool) -> tuple[int, int | None]:
+    """The tokenizer's vocabulary size and end token; cached, since sweeps and tests resolve the same config many
+    times."""
     from mmjax.data import tokenizer_from_config
 
     config = {"kind": kind, "path": path, "max_length": max_length, "lowercase": lowercase}
-    return tokenizer_from_config(config).vocab_size
+    tok = tokenizer_from_config(config)
+    return tok.vocab_size, tok.end_id
 
 
 def _text_sizes(config: dict, raw: Mapping) -> None:
@@ -212,9 +216,10 @@ def _vocab(config: dict, raw: Mapping) -> None:
     if not text or "vocab_size" not in text:
         return
     try:
-        ids = _vocab_size(tok["kind"], tok["path"], tok["max_length"], tok["lowercase"])
+        ids, end = _vocab_size(tok["kind"], tok["path"], tok["max_length"], tok["lowercase"])
     except (ValueError, OSError) as e:
         raise ConfigError(f"config key 'data.tokenizer': {e}") from None
+    _pool_at_end(text, raw, ids, end, tok["kind"])
     if not stated(raw, "model.text.vocab_size"):
         text["vocab_size"] = ids
     elif text["vocab_size"] < ids:
@@ -222,3 +227,22 @@ def _vocab(config: dict, raw: Mapping) -> None:
             f"config key 'model.text.vocab_size' ({text['vocab_size']}) is smaller than the {ids} ids of the "
             f"tokenizer 'data.tokenizer' describes (kind {tok['kind']!r}): higher ids would have no embedding"
         )
+
+
+def _pool_at_end(text: dict, raw: Mapping, ids: int, end: int | None, kind: str) -> None:
+    """A causal tower pooled by 'argmax' reads the highest id, which is the end token only in CLIP's vocabulary.
+    Under any other tokenizer it is some word mid-text, and the pooled vector never sees the words after it."""
+    if text.get("eos_token_id") is not None or end is None:
+        return
+    if text.get("pool") == "eos":
+        text["eos_token_id"] = end
+        return
+    if text.get("pool") != "argmax" or end == ids - 1:
+        return
+    if stated(raw, "model.text.pool"):
+        raise ConfigError(
+            f"config key 'model.text.pool' is 'argmax' (the highest id ends a text, as in CLIP's vocabulary), but "
+            f"the {kind!r} tokenizer of 'data.tokenizer' ends a text with id {end} of {ids}: the pooled token would "
+            f"be a word mid-text; use pool='eos' (it pools at id {end})"
+        )
+    text["pool"], text["eos_token_id"] = "eos", end

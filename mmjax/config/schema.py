@@ -144,7 +144,7 @@ FIELD_DOCS = {
     "pooling": "how tokens become the pooled vector",
     "patch_bias": "bias in the patch embedding",
     "causal": "causal self-attention mask",
-    "eos_token_id": "pooling position: this token (None: the highest id, CLIP's end token)",
+    "eos_token_id": "pool='eos' pools at this token (None: the tokenizer's end token)",
     "add_pooler": "BERT's tanh pooler on the first token",
     "fusion_layer": "layers kept per modality before fusion starts",
     "n_bottlenecks": "bottleneck tokens shared between modalities",

@@ -62,6 +62,13 @@ class TextTokenizer:
     def vocab_size(self) -> int:
         return self._full.get_vocab_size(with_added_tokens=True)
 
+    @property
+    def end_id(self) -> int | None:
+        """The id that closes every text (CLIP's `<|endoftext|>`, BERT's `[SEP]`, the word lists' `[EOS]`); None when
+        the tokenizer adds none. A causal text tower must pool there: only that token has seen the whole text."""
+        ids = self._full.encode("").ids
+        return ids[-1] if ids else None
+
     def __call__(self, texts: str | Sequence[str]) -> dict[str, np.ndarray]:
         """Tokenizes N strings (or one string: N=1) to int32 `input_ids` and `attention_mask` [N, T]."""
         if isinstance(texts, str):
