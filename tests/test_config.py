@@ -241,6 +241,7 @@ def test_a_causal_text_tower_pools_at_the_word_lists_end_token_and_so_reads_the_
     text = config.model.text.to_dict()
     assert (text["pool"], text["eos_token_id"]) == ("eos", tok.token_id("[EOS]"))
     assert mmconfig.load_config(TINY).model.text.pool == "argmax"  # CLIP's vocabulary: its end token is the highest id
+    assert mmconfig.load_config(spec, ["model.text.pool=eos"]).model.text.eos_token_id == text["eos_token_id"]
     tower = build_tower(text.pop("name"), **text)
     # captions that differ only in their last word: 'argmax' pooled at the highest-id word ('top'), before it
     batch = tok(["a red circle at the top left moves left", "a red circle at the top left moves right"])
