@@ -79,7 +79,7 @@ def get_config(arg=None):
             "text": {"name": "clip_text", "width": 128, "depth": 2, "num_heads": 4, "max_length": 28},
             "embed_dim": 128,
         }
-        c["batch_size"], c["total_steps"] = 128, 3000  # R@1 still rose from 0.72 to 0.81 after step 2,000
+        c["batch_size"], c["total_steps"] = 128, 3000  # R@1 0.767 at step 2,000 of these, 0.810 at step 3,000
         c["evals"] = {"retrieval": {"split": "test"}}
     else:
         c["task"] = "captioning"

@@ -228,7 +228,7 @@ def test_missing_file_and_variant():
     assert "unknown config argument 'huge'" in _error(mmconfig.load_config, TINY.replace(":tiny", ":huge"))
 
 
-def test_a_causal_text_tower_pools_at_the_word_lists_end_token_and_so_reads_the_whole_caption():
+def test_a_causal_text_tower_pools_at_the_word_lists_end_token_and_so_reads_the_whole_caption(caplog):
     import jax
     import numpy as np
 
@@ -248,4 +248,12 @@ def test_a_causal_text_tower_pools_at_the_word_lists_end_token_and_so_reads_the_
     params = tower.init(jax.random.key(0), batch["input_ids"], batch["attention_mask"])
     pooled = tower.apply(params, batch["input_ids"], batch["attention_mask"]).pooled
     assert not np.allclose(pooled[0], pooled[1], atol=1e-4)
-    assert "config key 'model.text.pool' is 'argmax'" in _error(mmconfig.load_config, spec, ["model.text.pool=argmax"])
+    # a stated 'argmax' is kept (a run saved before the fix must load as it was trained), with a warning
+    with caplog.at_level("WARNING"):
+        assert mmconfig.load_config(spec, ["model.text.pool=argmax"]).model.text.pool == "argmax"
+    assert "config key 'model.text.pool' is 'argmax', but the 'word' tokenizer ends a text with id 3" in caplog.text
+    # naming the end token asks for pooling there; an id outside the vocabulary is refused
+    assert mmconfig.load_config(spec, ["model.text.eos_token_id=5"]).model.text.pool == "eos"
+    assert "'model.text.eos_token_id' (999) is not an id" in _error(
+        mmconfig.load_config, spec, ["model.text.eos_token_id=999"]
+    )

@@ -10,8 +10,9 @@ both keys. Which keys were stated is read from the raw (file + overrides) dict, 
                                                  (model.audio: the soundtrack beside model.image's clip)
   data.tokenizer.max_length  <= model.text.max_length (None: equal to it; longer: the unstated table follows)
   model.text.vocab_size      >= the tokenizer's vocabulary (unset: equal to it)
-  model.text.pool, eos_token_id  pool='argmax' (CLIP's: the end token has the highest id) becomes 'eos' at the
-                                 tokenizer's end token when another token has a higher id (the word lists)
+  model.text.pool, eos_token_id  pool='argmax' (CLIP's: the end token has the highest id), unless stated, becomes
+                                 'eos' at the tokenizer's end token when another token has a higher id (the word
+                                 lists), or at a stated eos_token_id; pool='eos' without one takes the tokenizer's
   data.task                  the record layout the task reads (Task.DATA_TASK), unless stated
   evals.*.batch_size, every, at_end, prefix   from batch_size, eval_every and the entry's name
 """
@@ -19,6 +20,7 @@ both keys. Which keys were stated is read from the raw (file + overrides) dict, 
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -184,7 +186,7 @@ def _image_size(config: dict, raw: Mapping) -> None:
 
 
 @functools.lru_cache(maxsize=16)
-def _vocab_size(kind: str, path: str | None, max_length: int, lowercase: bool) -> tuple[int, int | None]:
+def _tokenizer_ids(kind: str, path: str | None, max_length: int, lowercase: bool) -> tuple[int, int | None]:
     """The tokenizer's vocabulary size and end token; cached, since sweeps and tests resolve the same config many
     times."""
     from mmjax.data import tokenizer_from_config
@@ -216,7 +218,7 @@ def _vocab(config: dict, raw: Mapping) -> None:
     if not text or "vocab_size" not in text:
         return
     try:
-        ids, end = _vocab_size(tok["kind"], tok["path"], tok["max_length"], tok["lowercase"])
+        ids, end = _tokenizer_ids(tok["kind"], tok["path"], tok["max_length"], tok["lowercase"])
     except (ValueError, OSError) as e:
         raise ConfigError(f"config key 'data.tokenizer': {e}") from None
     _pool_at_end(text, raw, ids, end, tok["kind"])
@@ -232,17 +234,34 @@ def _vocab(config: dict, raw: Mapping) -> None:
 def _pool_at_end(text: dict, raw: Mapping, ids: int, end: int | None, kind: str) -> None:
     """A causal tower pooled by 'argmax' reads the highest id, which is the end token only in CLIP's vocabulary.
     Under any other tokenizer it is some word mid-text, and the pooled vector never sees the words after it."""
-    if text.get("eos_token_id") is not None or end is None:
+    pool, eos = text.get("pool"), text.get("eos_token_id")
+    if pool not in ("argmax", "eos"):
         return
-    if text.get("pool") == "eos":
-        text["eos_token_id"] = end
-        return
-    if text.get("pool") != "argmax" or end == ids - 1:
+    if eos is not None and not 0 <= eos < ids:
+        raise ConfigError(
+            f"config key 'model.text.eos_token_id' ({eos}) is not an id of the {kind!r} tokenizer of "
+            f"'data.tokenizer' (0 to {ids - 1})"
+        )
+    if pool == "eos":
+        if eos is None and end is None:
+            raise ConfigError(
+                f"config key 'model.text.pool' is 'eos', but 'model.text.eos_token_id' is unset and the {kind!r} "
+                "tokenizer of 'data.tokenizer' adds no end token"
+            )
+        text["eos_token_id"] = end if eos is None else eos
         return
     if stated(raw, "model.text.pool"):
-        raise ConfigError(
-            f"config key 'model.text.pool' is 'argmax' (the highest id ends a text, as in CLIP's vocabulary), but "
-            f"the {kind!r} tokenizer of 'data.tokenizer' ends a text with id {end} of {ids}: the pooled token would "
-            f"be a word mid-text; use pool='eos' (it pools at id {end})"
-        )
-    text["pool"], text["eos_token_id"] = "eos", end
+        # kept: a run saved before pooling followed the tokenizer was trained this way, and must load as it was
+        if end is not None and end != ids - 1:
+            logging.getLogger(__name__).warning(
+                "config key 'model.text.pool' is 'argmax', but the %r tokenizer ends a text with id %d of %d: "
+                "the pooled token is a word mid-text; pool='eos' reads the whole text",
+                kind,
+                end,
+                ids,
+            )
+        return
+    if eos is not None:  # an end token named, as transformers' CLIP reads any eos_token_id but the legacy 2
+        text["pool"] = "eos"
+    elif end is not None and end != ids - 1:
+        text["pool"], text["eos_token_id"] = "eos", end

@@ -66,8 +66,10 @@ class TextTokenizer:
     def end_id(self) -> int | None:
         """The id that closes every text (CLIP's `<|endoftext|>`, BERT's `[SEP]`, the word lists' `[EOS]`); None when
         the tokenizer adds none. A causal text tower must pool there: only that token has seen the whole text."""
-        ids = self._full.encode("").ids
-        return ids[-1] if ids else None
+        # a word, not "": the last token must be a special one the template added after it, not a start token
+        encoding = self._full.encode("a")
+        marks = encoding.special_tokens_mask
+        return encoding.ids[-1] if marks and marks[-1] else None
 
     def __call__(self, texts: str | Sequence[str]) -> dict[str, np.ndarray]:
         """Tokenizes N strings (or one string: N=1) to int32 `input_ids` and `attention_mask` [N, T]."""

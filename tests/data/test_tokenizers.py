@@ -6,6 +6,8 @@ import pickle
 
 import numpy as np
 import pytest
+import tokenizers
+import tokenizers.processors
 
 from mmjax.data import tokenizers as tk
 
@@ -150,3 +152,13 @@ def test_build_word_vocab_writes_frequent_words_first(tmp_path):
     tok = tk.word_tokenizer(tmp_path / "words.txt", max_length=6)
     ids = tok("a b c")["input_ids"][0]
     assert ids[3] == tok.token_id("[UNK]") and tok.decode(ids) == "a b"  # decoding drops specials, [UNK] too
+
+
+def test_end_id_is_the_token_that_closes_every_text_and_none_without_one():
+    words = tk.word_tokenizer(tk.VENDORED_WORDS["moving_shapes"], 28)
+    assert words.end_id == words.token_id("[EOS]") == 3
+    assert tk.clip_tokenizer().end_id == tk.clip_tokenizer().vocab_size - 1  # CLIP's end token: the highest id
+    # a template that adds only a start token: its last token is a word, so there is no end to pool at
+    inner = tokenizers.Tokenizer.from_str(words._full.to_str())
+    inner.post_processor = tokenizers.processors.TemplateProcessing(single="[BOS] $A", special_tokens=[("[BOS]", 2)])
+    assert tk.TextTokenizer(inner, 28, 0).end_id is None
