@@ -29,7 +29,12 @@ class CaptioningTask(Task):
 
     def __init__(self, config, info):
         self.config = config
-        bos, eos = (int(i) for i in self.tokenizer("")["input_ids"][0][:2])  # "" -> [start, end, pad...]
+        eos = self.tokenizer.end_id
+        if eos is None:  # decoding could never stop
+            raise ValueError(
+                "config key 'data.tokenizer': captioning needs a tokenizer that ends every text with a token"
+            )
+        bos = int(self.tokenizer("")["input_ids"][0][0])  # "" -> [start, end, pad...]
         self.bos_id, self.eos_id, self.pad_id = bos, eos, self.tokenizer.vocab_size
         super().__init__(config, info)
 
