@@ -42,7 +42,8 @@ def device_peak_flops(device: jax.Device | None = None) -> float | None:
 
 
 def compiled_flops(compiled) -> float | None:
-    """FLOPs of one call of a compiled (per-device, after SPMD partitioning) executable, from XLA's cost model."""
+    """FLOPs of one call from XLA's cost model: of a compiled executable (per device, after SPMD partitioning and
+    XLA's optimizations) or of a `Lowered` computation (the program as jax wrote it, no compile needed)."""
     try:
         analysis = compiled.cost_analysis()
     except Exception:  # some backends have no cost model
