@@ -23,7 +23,6 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from mmjax import config as mmconfig  # noqa: E402
-from mmjax.train.checkpoint import Checkpointer  # noqa: E402
 from mmjax.train.evaluate import predict_split  # noqa: E402
 from mmjax.train.loop import Setup  # noqa: E402
 
@@ -31,17 +30,15 @@ from mmjax.train.loop import Setup  # noqa: E402
 def heatmaps(config, workdir: pathlib.Path, num: int) -> dict[str, np.ndarray]:
     """{"frames": [N, T, S, S, 3] in [0, 1], "maps": [N, T, gh, gw], "boxes": [N, T, 2, 4]} of the first N clips."""
     setup = Setup(config)
-    evaluator = next(e for e in setup.evaluators.values() if e.cfg.type == "localization")
+    evaluator = setup.evaluator("localization")
     split = evaluator.cfg.split if "[" in evaluator.cfg.split else f"{evaluator.cfg.split}[:{num}]"
-    ckpt = Checkpointer(workdir / "checkpoints", async_save=False)
+    _, params = setup.restore_params(workdir)
     with setup.activations():
-        params = ckpt.restore(ckpt.latest_step(), setup.abstract_state).params
         task = setup.task
         predict = jax.jit(
             lambda p, b: {"maps": task.heatmaps(p, b), "frames": b["image"], "boxes": b["sounding_boxes"]}
         )
         out = predict_split(predict, params, evaluator.batches(setup.mesh, split))
-    ckpt.close()
     mean, std = np.asarray(config.data.mean), np.asarray(config.data.std)
     out = {k: np.asarray(v)[:num] for k, v in out.items()}
     out["frames"] = np.clip(out["frames"] * std + mean, 0, 1)
@@ -98,4 +95,6 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    from mmjax.cli import run_script
+
+    run_script(main)

@@ -67,4 +67,6 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    from mmjax.cli import run_script
+
+    run_script(main)

@@ -27,7 +27,6 @@ sys.path.insert(0, str(pathlib.Path(__file__).parent))
 from demo_report import _wrap  # noqa: E402
 
 from mmjax import config as mmconfig  # noqa: E402
-from mmjax.train.checkpoint import Checkpointer  # noqa: E402
 from mmjax.train.evaluate import predict_split  # noqa: E402
 from mmjax.train.loop import Setup  # noqa: E402
 
@@ -40,14 +39,12 @@ def samples(config, workdir: pathlib.Path, num: int) -> list[tuple[np.ndarray | 
     """[(image in [0, 1] (a clip: its frames side by side; audio: None), generated caption, reference captions)]
     for the first `num` eval examples."""
     setup = Setup(config)
-    evaluator = next(e for e in setup.evaluators.values() if e.cfg.type == "captioning")
+    evaluator = setup.evaluator("captioning")
     split = evaluator.cfg.split if "[" in evaluator.cfg.split else f"{evaluator.cfg.split}[:{num}]"  # the first few
-    ckpt = Checkpointer(workdir / "checkpoints", async_save=False)
+    _, params = setup.restore_params(workdir)
     with setup.activations():
-        params = ckpt.restore(ckpt.latest_step(), setup.abstract_state).params
         predict = jax.jit(lambda p, batch: {**evaluator.predict(p, batch), **_pixels(batch)})
         out = predict_split(predict, params, evaluator.batches(setup.mesh, split))
-    ckpt.close()
     text = setup.task.text
     pixels = out.get("pixels", [None] * len(out["tokens"]))
     out = [
@@ -103,4 +100,6 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    from mmjax.cli import run_script
+
+    run_script(main)

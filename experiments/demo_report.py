@@ -20,7 +20,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from mmjax import config as mmconfig  # noqa: E402
-from mmjax.train.checkpoint import Checkpointer  # noqa: E402
+from mmjax.train.checkpoint import check_saved  # noqa: E402
 from mmjax.train.evaluate import predict_split  # noqa: E402
 from mmjax.train.loop import Setup  # noqa: E402
 
@@ -63,17 +63,15 @@ def plot_curves(workdir: pathlib.Path) -> pathlib.Path:
 def plot_retrieval(config, workdir: pathlib.Path, num_queries: int = 6, top_k: int = 5) -> pathlib.Path:
     """Embed every test image and the first caption of a few; show each caption's top-k images."""
     setup = Setup(config)
-    evaluator = next(e for e in setup.evaluators.values() if e.cfg.type == "retrieval")
+    evaluator = setup.evaluator("retrieval")
 
     @jax.jit
     def predict(params, batch):  # the evaluator's embeddings, plus what the picture shows
         return {**evaluator.predict(params, batch), "pixels": batch["image"], "ids": batch["input_ids"]}
 
-    ckpt = Checkpointer(workdir / "checkpoints", async_save=False)
+    _, params = setup.restore_params(workdir)
     with setup.activations():
-        params = ckpt.restore(ckpt.latest_step(), setup.abstract_state).params
         out = predict_split(predict, params, evaluator.batches(setup.mesh))
-    ckpt.close()
     images, pixels = out["image"], out["pixels"]
     captions = [setup.task.tokenizer.decode(out["ids"][i, 0]) for i in range(num_queries)]
     query_embeds, query_images = out["text"][:num_queries, 0], list(range(num_queries))
@@ -126,6 +124,9 @@ def main():
     args, overrides = parser.parse_known_args()
     config = mmconfig.load_config(args.config, overrides)
     workdir = pathlib.Path(args.workdir)
+    check_saved(workdir)  # a workdir never trained: one line
+    if not (workdir / "eval.json").exists():
+        parser.error(f"{workdir / 'eval.json'}: not there; evaluate the run first: mmjax eval --workdir {workdir}")
     evals = json.loads((workdir / "eval.json").read_text())
     split = next(e.split for e in config.evals.values() if e.type == "retrieval")
     print(f"\nResults on the {split} split (step {evals['step']}):\n")
@@ -134,4 +135,6 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    from mmjax.cli import run_script
+
+    run_script(main)

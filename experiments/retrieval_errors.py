@@ -22,7 +22,6 @@ import numpy as np
 
 from mmjax import config as mmconfig
 from mmjax.data import moving_shapes
-from mmjax.train.checkpoint import Checkpointer
 from mmjax.train.evaluate import predict_split
 from mmjax.train.loop import Setup
 
@@ -42,22 +41,15 @@ def attributes(clip: moving_shapes.Clip) -> dict[str, str]:
 
 def embed(config, workdir: pathlib.Path, step: int | None) -> tuple[int, dict, Setup]:
     setup = Setup(config)
-    evaluator = next((e for e in setup.evaluators.values() if e.cfg.type == "retrieval"), None)
-    if evaluator is None:
-        raise SystemExit(f"{config}: no retrieval evaluator in config.evals")
+    evaluator = setup.evaluator("retrieval")
 
     @jax.jit
     def predict(params, batch):
         return {**evaluator.predict(params, batch), "ids": batch["input_ids"]}  # ids: to find each clip
 
-    ckpt = Checkpointer(workdir / "checkpoints", async_save=False)
-    step = ckpt.latest_step() if step is None else step
-    if step is None:
-        raise SystemExit(f"{workdir}/checkpoints: no checkpoint")
+    step, params = setup.restore_params(workdir, step)
     with setup.activations():
-        params = ckpt.restore(step, setup.abstract_state).params
         out = predict_split(predict, params, evaluator.batches(setup.mesh))
-    ckpt.close()
     return step, out, setup
 
 
@@ -117,4 +109,6 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    from mmjax.cli import run_script
+
+    run_script(main)

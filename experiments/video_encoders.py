@@ -220,4 +220,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from mmjax.cli import run_script
+
+    run_script(main)

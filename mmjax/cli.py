@@ -18,7 +18,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import pathlib
 import sys
+from collections.abc import Callable
 
 OVERRIDES_HELP = (
     "Any key of the resolved config can be overridden after the arguments, e.g. --config.optim.lr=3e-4 "
@@ -185,12 +187,28 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
+def run_script(main: Callable[[], object]) -> None:
+    """Run a script's `main` (experiments/*.py) as `mmjax` runs a command: a user's mistake (a config key, a
+    workdir without the checkpoint asked for) is one line on stderr and exit status 2 or 1, not a traceback."""
+    from mmjax import config as mmconfig
+
+    prog = pathlib.Path(sys.argv[0]).name
+    try:
+        main()
+    except mmconfig.ConfigError as e:
+        print(f"{prog}: config error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except _run_errors() as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        sys.exit(1)
+
+
 def _run_errors() -> tuple[type[Exception], ...]:
     from mmjax.data import BadRecordError
-    from mmjax.train.checkpoint import CheckpointSaveError, NoIntactCheckpoint
+    from mmjax.train.checkpoint import CheckpointSaveError, NoCheckpoint, NoIntactCheckpoint
     from mmjax.train.lock import WorkdirInUse
 
-    return (WorkdirInUse, NoIntactCheckpoint, CheckpointSaveError, BadRecordError)
+    return (WorkdirInUse, NoCheckpoint, NoIntactCheckpoint, CheckpointSaveError, BadRecordError)
 
 
 if __name__ == "__main__":

@@ -190,3 +190,27 @@ def test_mmjax_configs_lists_every_config_with_its_variants(capsys):
     assert listed == files
     assert out.count("    :tiny") == len(files), "every config says what its tiny variant is"
     assert "    :fusion=early|late|mid|bottleneck" in out
+
+
+def test_a_script_reports_a_users_mistake_in_one_line_and_lets_a_bug_raise(tmp_path, monkeypatch, capsys):
+    """experiments/*.py run their main through `cli.run_script`: the same one-line errors as `mmjax`."""
+    from mmjax.config import ConfigError
+    from mmjax.train.checkpoint import check_saved
+
+    monkeypatch.setattr(sys, "argv", ["report.py"])
+
+    def bad_key():
+        raise ConfigError("config.evals: no evaluator of type 'retrieval' (there: ['classification'])")
+
+    with pytest.raises(SystemExit) as e:
+        cli.run_script(bad_key)
+    assert e.value.code == 2
+    assert capsys.readouterr().err == (
+        "report.py: config error: config.evals: no evaluator of type 'retrieval' (there: ['classification'])\n"
+    )
+    with pytest.raises(SystemExit) as e:
+        cli.run_script(lambda: check_saved(tmp_path))
+    assert e.value.code == 1
+    assert capsys.readouterr().err == f"report.py: error: no checkpoint in {tmp_path}/checkpoints; train first\n"
+    with pytest.raises(ZeroDivisionError):  # a bug keeps its traceback
+        cli.run_script(lambda: 1 / 0)

@@ -35,6 +35,10 @@ class NoIntactCheckpoint(RuntimeError):
     """Every checkpoint of a workdir is damaged: rather than start over silently, the run stops."""
 
 
+class NoCheckpoint(FileNotFoundError):
+    """The checkpoint asked for is not there: a workdir not trained yet, or a step never saved (or not kept)."""
+
+
 def _reason(error: BaseException, step_dir: str) -> str:
     """'<file>: <first line of the error>' for a failed restore, naming the file of the step when it can."""
     text = str(error).strip() or type(error).__name__
@@ -114,6 +118,17 @@ class Checkpointer:
         self.manager.reload()  # what is on disk now (another process may have written)
         return list(self.manager.all_steps())
 
+    def _require(self, step: int | None) -> int:
+        """`step` (default: the newest) if it is on disk, else NoCheckpoint naming the steps that are."""
+        steps = sorted(self._steps())
+        if step is None and steps:
+            return steps[-1]
+        if step is None:
+            raise NoCheckpoint(f"no complete checkpoint in {self.directory}; train first")
+        if step not in steps:
+            raise NoCheckpoint(f"no checkpoint of step {step} in {self.directory} (there: {steps or 'none'})")
+        return step
+
     def saved_config(self, step: int) -> dict:
         """The config `step` was saved with (raises if its file is missing or unreadable)."""
         return json.loads((epath.Path(self.directory) / str(step) / "config" / "metadata").read_text())
@@ -161,6 +176,7 @@ class Checkpointer:
         its place on the current mesh, whatever mesh or process count wrote it. The data iterator's state is its
         global position, the same in every process's file, so it too restores under any process count.
         """
+        step = self._require(step)
         items = {"state": ocp.args.StandardRestore(abstract_state)}
         data_state = self._data_state(step) if data_iterator is not None else None
         restored = self.manager.restore(step, args=ocp.args.Composite(**items))
@@ -185,10 +201,7 @@ class Checkpointer:
 
     def restore_params(self, step: int | None = None) -> Any:
         """Only the parameters of a checkpoint (for `init_from`), as jax.Arrays placed as they were saved."""
-        step = self.latest_step() if step is None else step
-        if step is None:
-            raise FileNotFoundError(f"no complete checkpoint in {self.directory}")
-        restored = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+        restored = self.manager.restore(self._require(step), args=ocp.args.Composite(state=ocp.args.StandardRestore()))
         return restored["state"]["params"]
 
     def _set_aside(self, steps: list[int]) -> None:
@@ -220,13 +233,26 @@ class Checkpointer:
             self.manager.close()
 
 
-def saved_run_config(workdir: str | epath.Path) -> dict:
-    """The config a workdir's newest checkpoint was saved with (as `mmjax eval --workdir D` uses it)."""
+def check_saved(workdir: str | epath.Path, step: int | None = None) -> list[int]:
+    """The steps saved in a workdir, newest first, read from the directory alone (no Orbax, nothing built), so a
+    command can refuse a workdir with no checkpoint, or without `step`, before any expensive work."""
     directory = epath.Path(workdir) / "checkpoints"
     found = directory.iterdir() if directory.exists() else []
     steps = sorted((int(p.name) for p in found if p.name.isdigit()), reverse=True)
     if not steps:
-        raise NoIntactCheckpoint(f"no checkpoint in {directory}; train first, or give --config")
+        raise NoCheckpoint(f"no checkpoint in {directory}; train first")
+    if step is not None and step not in steps:
+        raise NoCheckpoint(f"no checkpoint of step {step} in {directory} (there: {sorted(steps)})")
+    return steps
+
+
+def saved_run_config(workdir: str | epath.Path) -> dict:
+    """The config a workdir's newest checkpoint was saved with (as `mmjax eval --workdir D` uses it)."""
+    try:
+        steps = check_saved(workdir)
+    except NoCheckpoint as e:
+        raise NoCheckpoint(f"{e}, or give --config") from None
+    directory = epath.Path(workdir) / "checkpoints"
     for step in steps:
         try:
             return json.loads((directory / str(step) / "config" / "metadata").read_text())

@@ -28,7 +28,7 @@ from mmjax import data as mmdata
 from mmjax import distributed, sharding
 from mmjax.layers.flops import function_flops
 from mmjax.train import init_from as init_from_lib
-from mmjax.train.checkpoint import Checkpointer
+from mmjax.train.checkpoint import Checkpointer, NoCheckpoint, check_saved
 from mmjax.train.evaluate import build_evaluators, run_evaluators
 from mmjax.train.inputs import DATASET_INFO, check_splits, data_config, prepare_data
 from mmjax.train.lock import WorkdirLock
@@ -141,6 +141,30 @@ class Setup:
 
     def train_data(self):
         return mmdata.build_pipeline(data_config(self.config), "train", train=True, mesh=self.mesh)
+
+    def evaluator(self, kind: str):
+        """The first `config.evals` entry of type `kind`: how a script that studies a run finds its predictions."""
+        found = next((e for e in self.evaluators.values() if e.cfg.type == kind), None)
+        if found is None:
+            kinds = sorted({e.cfg.type for e in self.evaluators.values()})
+            raise mmconfig.ConfigError(f"config.evals: no evaluator of type {kind!r} (there: {kinds})")
+        return found
+
+    def restore_params(self, workdir: str, step: int | None = None) -> tuple[int, Any]:
+        """(step, params) of a checkpoint in `workdir` (default: the newest that reads back whole), placed on this
+        mesh; run the model on them inside `activations()`."""
+        ckpt = Checkpointer(epath.Path(workdir) / "checkpoints", async_save=False)
+        try:
+            with self.activations():
+                if step is None:
+                    step, state = ckpt.restore_newest(self.abstract_state)
+                else:
+                    state = ckpt.restore(step, self.abstract_state)
+        finally:
+            ckpt.close()
+        if step is None:
+            raise NoCheckpoint(f"no complete checkpoint in {ckpt.directory}; train first")
+        return step, state.params
 
 
 @contextlib.contextmanager
@@ -388,20 +412,14 @@ def evaluate(
     unknown = sorted(set(evals or ()) - set(config.evals))
     if unknown:
         raise mmconfig.ConfigError(f"--evals {unknown}: not in config.evals (there: {sorted(config.evals)})")
+    check_saved(workdir, step)
     if split:
         check_splits(config, mmdata.available_splits(data_config(config)), extra={"--split": split})
     setup = Setup(config, devices)
-    ckpt = Checkpointer(epath.Path(workdir) / "checkpoints", async_save=False)
     chosen = [e for name, e in setup.evaluators.items() if evals is None or name in evals]
+    step, params = setup.restore_params(workdir, step)
     with setup.activations():
-        if step is None:
-            step, state = ckpt.restore_newest(setup.abstract_state)
-        else:
-            state = ckpt.restore(step, setup.abstract_state)
-        if step is None:
-            raise FileNotFoundError(f"no complete checkpoint in {ckpt.directory}; train first")
-        metrics = run_evaluators(chosen, state.params, setup.mesh, split)
+        metrics = run_evaluators(chosen, params, setup.mesh, split)
     if jax.process_index() == 0:
         write_eval_json(epath.Path(workdir) / "eval.json", metrics, step)
-    ckpt.close()
     return metrics

@@ -15,7 +15,7 @@ from train_testing import BASELINE_STEPS, REPO, TINY, read_metrics, tiny_overrid
 from mmjax import cli
 from mmjax import config as mmconfig
 from mmjax.train import init_from as init_from_lib
-from mmjax.train.checkpoint import Checkpointer
+from mmjax.train.checkpoint import Checkpointer, NoCheckpoint
 from mmjax.train.loop import Setup, train
 
 METRIC_KEYS = {"step", "loss", "learning_rate", "grad_norm", "examples_per_sec", "step_time_ms"}
@@ -58,6 +58,40 @@ def test_mmjax_eval_reruns_eval_from_the_checkpoint(baseline_run, data_dir, caps
     for key in RETRIEVAL_KEYS:
         assert again[key] == pytest.approx(trained[key], abs=1e-6)
         assert printed[key] == again[key]
+
+
+def test_mmjax_eval_without_the_checkpoint_is_one_line_before_anything_is_built(
+    baseline_run, data_dir, tmp_path, capsys
+):
+    _, workdir, _ = baseline_run
+    overrides = [f"--config.{o}" for o in tiny_overrides(data_dir)]
+    empty = tmp_path / "never_trained"
+    assert cli.main(["eval", "--config", TINY, "--workdir", str(empty), *overrides]) == 1
+    err = capsys.readouterr().err
+    assert f"mmjax: error: no checkpoint in {empty}/checkpoints; train first\n" in err and "Traceback" not in err
+    assert not empty.exists()  # refused before the run was set up: nothing written
+    assert cli.main(["eval", "--config", TINY, "--workdir", str(workdir), "--step", "999", *overrides]) == 1
+    err = capsys.readouterr().err
+    assert re.search(
+        rf"mmjax: error: no checkpoint of step 999 in {workdir}/checkpoints \(there: \[.*\b{BASELINE_STEPS}\]\)", err
+    )
+
+
+def test_a_script_finds_its_evaluator_and_restores_the_newest_params(baseline_run, tmp_path):
+    """What the scripts that study a run build on (experiments/demo_report.py and the other reports)."""
+    config, workdir, _ = baseline_run
+    setup = Setup(config, jax.devices()[:1])
+    assert setup.evaluator("retrieval").cfg.type == "retrieval"
+    with pytest.raises(mmconfig.ConfigError, match=r"config.evals: no evaluator of type 'captioning' \(there: \["):
+        setup.evaluator("captioning")
+    step, params = setup.restore_params(str(workdir))
+    assert step == BASELINE_STEPS
+    saved = Checkpointer(workdir / "checkpoints", async_save=False).restore_params()
+    jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)), params, saved)
+    with pytest.raises(NoCheckpoint, match="no complete checkpoint in .*; train first"):
+        setup.restore_params(str(tmp_path))
+    with pytest.raises(NoCheckpoint, match=rf"no checkpoint of step 999 in .* \(there: \[.*\b{BASELINE_STEPS}\]\)"):
+        setup.restore_params(str(workdir), 999)
 
 
 def test_init_from_another_run_copies_params_and_a_mismatch_lists_problems(baseline_run, tiny_config):
