@@ -60,10 +60,9 @@ def plot_curves(workdir: pathlib.Path) -> pathlib.Path:
     return path
 
 
-def plot_retrieval(config, workdir: pathlib.Path, num_queries: int = 6, top_k: int = 5) -> pathlib.Path:
+def plot_retrieval(setup: Setup, workdir: pathlib.Path, num_queries: int = 6, top_k: int = 5) -> pathlib.Path:
     """Embed every test image and the first caption of a few; show each caption's top-k images."""
-    setup = Setup(config)
-    evaluator = setup.evaluator("retrieval")
+    config, evaluator = setup.config, setup.evaluator("retrieval")
 
     @jax.jit
     def predict(params, batch):  # the evaluator's embeddings, plus what the picture shows
@@ -128,10 +127,10 @@ def main():
     if not (workdir / "eval.json").exists():
         parser.error(f"{workdir / 'eval.json'}: not there; evaluate the run first: mmjax eval --workdir {workdir}")
     evals = json.loads((workdir / "eval.json").read_text())
-    split = next(e.split for e in config.evals.values() if e.type == "retrieval")
-    print(f"\nResults on the {split} split (step {evals['step']}):\n")
+    setup = Setup(config)
+    print(f"\nResults on the {setup.evaluator('retrieval').cfg.split} split (step {evals['step']}):\n")
     print(results_table(evals))
-    print(f"\nplots: {plot_curves(workdir)}  {plot_retrieval(config, workdir)}")
+    print(f"\nplots: {plot_curves(workdir)}  {plot_retrieval(setup, workdir)}")
 
 
 if __name__ == "__main__":

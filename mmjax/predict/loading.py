@@ -27,6 +27,7 @@ from mmjax import data as mmdata
 from mmjax import sharding
 from mmjax.data.preprocess import CLIP_MEAN, CLIP_STD, ImagePreprocessor
 from mmjax.predict.images import PredictError
+from mmjax.train.checkpoint import no_step
 from mmjax.train.inputs import DATASET_INFO
 from mmjax.train.optim import build_optimizer
 from mmjax.train.state import TrainState
@@ -123,7 +124,7 @@ def load_run(workdir: str | os.PathLike, step: int | None = None) -> LoadedRun:
     directory, manager, steps = open_checkpoints(workdir)
     if step is not None and step not in steps:
         manager.close()
-        raise PredictError(f"no step {step} in {directory} (there: {', '.join(map(str, sorted(steps)))})")
+        raise PredictError(no_step(step, directory, steps))
     steps = steps if step is None else [step]
     device = jax.local_devices()[0]
     problems = []

@@ -15,7 +15,7 @@ import numpy as np
 
 from mmjax.train.inputs import data_config
 from mmjax.train.loop import Setup
-from mmjax.train.metrics import compiled_flops, device_peak_flops
+from mmjax.train.metrics import device_peak_flops, xla_cost_flops
 
 
 def _peak_memory() -> int | None:
@@ -40,7 +40,7 @@ def bench(config, *, steps: int = 20, warmup: int = 3, data: bool = False) -> di
         jax.block_until_ready(metrics)
         step_time = (time.perf_counter() - t0) / steps
     flops = setup.model_flops() / len(setup.devices)
-    xla_flops = compiled_flops(compiled)
+    xla_flops = xla_cost_flops(compiled)
     peak = device_peak_flops()
     memory = compiled.memory_analysis()
     n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params))

@@ -69,12 +69,25 @@ def _quiet_closed_loop_noise() -> None:
     sys.unraisablehook = hook
 
 
+ITEMS = ("state", "data", "config")
+
+
 class Checkpointer:
     """Save and restore `state` (a pytree of jax.Arrays), `data` (a grain iterator) and `config` (a dict)."""
 
-    def __init__(self, directory: str | epath.Path, *, keep: int = 3, async_save: bool = True):
+    def __init__(self, directory: str | epath.Path, *, keep: int = 3, async_save: bool = True, read_only=False):
+        """`read_only`: for a reader of a run (`mmjax eval`, a report), which may be training or on storage it may
+        not write: nothing is created, and damaged steps are passed over without being set aside."""
         directory = epath.Path(directory)
         self.directory = str(directory if "://" in str(directory) else directory.resolve())
+        self.read_only = read_only
+        self._pending: int | None = None  # the step of the save in flight
+        if read_only:
+            if not directory.is_dir():
+                raise NoCheckpoint(f"no checkpoint in {self.directory}; train first")
+            options = ocp.CheckpointManagerOptions(read_only=True, create=False)
+            self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=ITEMS)
+            return
         options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=async_save)
         try:  # not a directory, no permission, a read-only file system: found now, not after the first steps
             directory.mkdir(parents=True, exist_ok=True)
@@ -83,8 +96,7 @@ class Checkpointer:
             probe.unlink()
         except OSError as e:
             raise CheckpointSaveError(f"cannot keep checkpoints in {self.directory}: {e}") from e
-        self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "data", "config"))
-        self._pending: int | None = None  # the step of the save in flight
+        self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=ITEMS)
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
@@ -118,15 +130,15 @@ class Checkpointer:
         self.manager.reload()  # what is on disk now (another process may have written)
         return list(self.manager.all_steps())
 
-    def _require(self, step: int | None) -> int:
+    def require(self, step: int | None) -> int:
         """`step` (default: the newest) if it is on disk, else NoCheckpoint naming the steps that are."""
         steps = sorted(self._steps())
         if step is None and steps:
             return steps[-1]
         if step is None:
-            raise NoCheckpoint(f"no complete checkpoint in {self.directory}; train first")
+            raise NoCheckpoint(f"no checkpoint in {self.directory}; train first")
         if step not in steps:
-            raise NoCheckpoint(f"no checkpoint of step {step} in {self.directory} (there: {steps or 'none'})")
+            raise NoCheckpoint(no_step(step, self.directory, steps))
         return step
 
     def saved_config(self, step: int) -> dict:
@@ -158,15 +170,14 @@ class Checkpointer:
                     _quiet_closed_loop_noise()
                     reason = _reason(e, step_dir)
                 else:
-                    self._set_aside([int(d.split()[1]) for d in damaged])
+                    if not self.read_only:
+                        self._set_aside([int(d.split()[1]) for d in damaged])
                     return step, state
             damaged.append(f"step {step} ({reason})")
             logger.warning("checkpoint step %d is damaged and is passed over (nothing is deleted): %s", step, reason)
         if damaged:
-            raise NoIntactCheckpoint(
-                f"no intact checkpoint in {self.directory}: {'; '.join(damaged)}. Move them away to start over, "
-                "or train in another --workdir"
-            )
+            advice = "" if self.read_only else ". Move them away to start over, or train in another --workdir"
+            raise NoIntactCheckpoint(f"no intact checkpoint in {self.directory}: {'; '.join(damaged)}{advice}")
         return None, None
 
     def restore(self, step: int, abstract_state: Any, data_iterator: Any = None) -> Any:
@@ -176,7 +187,7 @@ class Checkpointer:
         its place on the current mesh, whatever mesh or process count wrote it. The data iterator's state is its
         global position, the same in every process's file, so it too restores under any process count.
         """
-        step = self._require(step)
+        step = self.require(step)
         items = {"state": ocp.args.StandardRestore(abstract_state)}
         data_state = self._data_state(step) if data_iterator is not None else None
         restored = self.manager.restore(step, args=ocp.args.Composite(**items))
@@ -201,7 +212,7 @@ class Checkpointer:
 
     def restore_params(self, step: int | None = None) -> Any:
         """Only the parameters of a checkpoint (for `init_from`), as jax.Arrays placed as they were saved."""
-        restored = self.manager.restore(self._require(step), args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+        restored = self.manager.restore(self.require(step), args=ocp.args.Composite(state=ocp.args.StandardRestore()))
         return restored["state"]["params"]
 
     def _set_aside(self, steps: list[int]) -> None:
@@ -233,6 +244,11 @@ class Checkpointer:
             self.manager.close()
 
 
+def no_step(step: int, directory, steps) -> str:
+    """How every reader says that `step` was not saved (or not kept), naming the steps that were."""
+    return f"no checkpoint of step {step} in {directory} (there: {', '.join(map(str, sorted(steps))) or 'none'})"
+
+
 def check_saved(workdir: str | epath.Path, step: int | None = None) -> list[int]:
     """The steps saved in a workdir, newest first, read from the directory alone (no Orbax, nothing built), so a
     command can refuse a workdir with no checkpoint, or without `step`, before any expensive work."""
@@ -242,7 +258,7 @@ def check_saved(workdir: str | epath.Path, step: int | None = None) -> list[int]
     if not steps:
         raise NoCheckpoint(f"no checkpoint in {directory}; train first")
     if step is not None and step not in steps:
-        raise NoCheckpoint(f"no checkpoint of step {step} in {directory} (there: {sorted(steps)})")
+        raise NoCheckpoint(no_step(step, directory, steps))
     return steps
 
 

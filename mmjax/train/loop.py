@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import os
 import re
 import signal
 import time
@@ -34,7 +35,7 @@ from mmjax.train.inputs import DATASET_INFO, check_splits, data_config, prepare_
 from mmjax.train.lock import WorkdirLock
 from mmjax.train.metrics import MetricWriter, Progress, device_peak_flops, log_file
 from mmjax.train.optim import build_optimizer
-from mmjax.train.resume import check_resume
+from mmjax.train.resume import check_readable, check_resume
 from mmjax.train.state import TrainState
 from mmjax.train.step import compiler_options, make_train_step, stop_frozen
 from mmjax.train.tasks import Task, build_task, tower_from_config
@@ -150,20 +151,27 @@ class Setup:
             raise mmconfig.ConfigError(f"config.evals: no evaluator of type {kind!r} (there: {kinds})")
         return found
 
-    def restore_params(self, workdir: str, step: int | None = None) -> tuple[int, Any]:
+    def restore_params(self, workdir: str | os.PathLike, step: int | None = None) -> tuple[int, Any]:
         """(step, params) of a checkpoint in `workdir` (default: the newest that reads back whole), placed on this
-        mesh; run the model on them inside `activations()`."""
-        ckpt = Checkpointer(epath.Path(workdir) / "checkpoints", async_save=False)
+        mesh; run the model on them inside `activations()`. It only reads: a run still training, or storage this
+        process may not write, is fine. A config whose model does not fit the checkpoint: ResumeMismatch naming
+        the keys."""
+        ckpt = Checkpointer(epath.Path(workdir) / "checkpoints", read_only=True)
+
+        def fits(s: int, saved: dict) -> None:
+            check_readable(saved, self.config, self.info, str(workdir), s)
+
         try:
             with self.activations():
                 if step is None:
-                    step, state = ckpt.restore_newest(self.abstract_state)
+                    step, state = ckpt.restore_newest(self.abstract_state, check=fits)
                 else:
+                    fits(step, ckpt.saved_config(ckpt.require(step)))
                     state = ckpt.restore(step, self.abstract_state)
         finally:
             ckpt.close()
         if step is None:
-            raise NoCheckpoint(f"no complete checkpoint in {ckpt.directory}; train first")
+            raise NoCheckpoint(f"no checkpoint in {ckpt.directory}; train first")
         return step, state.params
 
 

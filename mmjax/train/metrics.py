@@ -41,7 +41,7 @@ def device_peak_flops(device: jax.Device | None = None) -> float | None:
     return None
 
 
-def compiled_flops(compiled) -> float | None:
+def xla_cost_flops(compiled) -> float | None:
     """FLOPs of one call from XLA's cost model: of a compiled executable (per device, after SPMD partitioning and
     XLA's optimizations) or of a `Lowered` computation (the program as jax wrote it, no compile needed)."""
     try:

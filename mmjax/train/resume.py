@@ -85,7 +85,33 @@ def check_resume(saved: Mapping, config: ml_collections.ConfigDict, info: Datase
     changes = changed_keys(saved, config.to_dict())
     if not changes:
         return
-    listed = lambda keys: ", ".join(f"{k} ({changes[k][0]!r} -> {changes[k][1]!r})" for k in keys)  # noqa: E731
+    advice = (
+        f"Train in a new --workdir, or start from its weights there with --config.init_from.kind=mmjax "
+        f"--config.init_from.path={workdir}"
+    )
+    _check_shapes(saved, config, info, changes, f"the checkpoint at step {step} in {workdir}", advice)
+    relevant = [k for k in changes if not _schedule_only(k)]
+    if relevant:
+        logger.warning("resuming step %d with changed keys that alter training: %s", step, _listed(changes, relevant))
+    schedule = [k for k in changes if _schedule_only(k)]
+    if schedule:
+        logger.info("resuming step %d with changed keys: %s", step, _listed(changes, schedule))
+
+
+def check_readable(saved: Mapping, config: ml_collections.ConfigDict, info: DatasetInfo, workdir: str, step: int):
+    """For a reader of a run (`mmjax eval`, a report): ResumeMismatch naming the changed keys when the checkpoint's
+    arrays do not fit `config`'s model, rather than a failed read that looks like a damaged checkpoint."""
+    changes = changed_keys(saved, config.to_dict())
+    if changes:
+        advice = f"Read it with the config it was saved with: mmjax eval --workdir {workdir} (no --config)"
+        _check_shapes(saved, config, info, changes, f"the checkpoint at step {step} in {workdir}", advice)
+
+
+def _listed(changes: Mapping, keys) -> str:
+    return ", ".join(f"{k} ({changes[k][0]!r} -> {changes[k][1]!r})" for k in keys)
+
+
+def _check_shapes(saved: Mapping, config, info: DatasetInfo, changes: Mapping, what: str, advice: str) -> None:
     relevant = [k for k in changes if not _schedule_only(k)]
     try:
         before = state_shapes(ml_collections.ConfigDict(dict(saved)), info)
@@ -95,14 +121,9 @@ def check_resume(saved: Mapping, config: ml_collections.ConfigDict, info: Datase
     now = state_shapes(config, info)
     if before != now and (before is not None or any(k.startswith(("model.", "optim.name")) for k in relevant)):
         moved = [p for p in sorted(set(before or {}) | set(now)) if (before or {}).get(p) != now.get(p)]
+        moved.sort(key=lambda p: not p.startswith("['params']"))  # a parameter names the change best
         example = f" (e.g. {moved[0]}: {(before or {}).get(moved[0])} saved, {now.get(moved[0])} now)" if moved else ""
         raise ResumeMismatch(
-            f"the checkpoint at step {step} in {workdir} does not fit this config{example}; keys changed since it was "
-            f"saved: {listed(relevant) or 'none'}. Train in a new --workdir, or start from its weights there with "
-            f"--config.init_from.kind=mmjax --config.init_from.path={workdir}"
+            f"{what} does not fit this config{example}; keys changed since it was saved: "
+            f"{_listed(changes, relevant) or 'none'}. {advice}"
         )
-    if relevant:
-        logger.warning("resuming step %d with changed keys that alter training: %s", step, listed(relevant))
-    schedule = [k for k in changes if _schedule_only(k)]
-    if schedule:
-        logger.info("resuming step %d with changed keys: %s", step, listed(schedule))

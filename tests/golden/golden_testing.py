@@ -90,7 +90,9 @@ def describe(spec: str, data_dir: str) -> dict[str, Any]:
     `names`: the logical axis names of the boxed parameter (null without them); `spec`: its PartitionSpec on MESH
     under SHARDING, one entry per dimension (null, a mesh axis, or a list of them); `frozen`: whether an
     `optim.rules` entry freezes it. FLOPs: XLA's cost analysis of the jitted train step lowered (not compiled)
-    for ONE device, divided by the batch size. Datasets the config's task opens are prepared in `data_dir` on first use.
+    for ONE device, divided by the batch size: the program as jax writes it, before XLA removes dead work (the
+    gradients of a frozen tower are still counted, so freezing saves less here than in the compiled step).
+    Datasets the config's task opens are prepared in `data_dir` on first use.
     """
     import jax
     import numpy as np
@@ -99,7 +101,7 @@ def describe(spec: str, data_dir: str) -> dict[str, Any]:
     from mmjax import data as mmdata
     from mmjax.data.real_datasets import FASHION_MNIST_CLASSES
     from mmjax.train.loop import Setup
-    from mmjax.train.metrics import compiled_flops
+    from mmjax.train.metrics import xla_cost_flops
 
     def setup(mesh: dict[str, int]) -> Setup:
         overrides = [f"data.data_dir={data_dir}", f"sharding={SHARDING}", "progress=False"]
@@ -137,7 +139,7 @@ def describe(spec: str, data_dir: str) -> dict[str, Any]:
     batch = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=one.batch_sharding), batch)
     with one.activations():
         # counted before XLA's optimizations: the same program whatever the flags, and no compile (~70 % of the time)
-        flops = compiled_flops(one.step_fn.lower(one.abstract_state, batch))
+        flops = xla_cost_flops(one.step_fn.lower(one.abstract_state, batch))
 
     by_module: dict[str, int] = {}
     for name, p in params.items():

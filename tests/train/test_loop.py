@@ -17,6 +17,7 @@ from mmjax import config as mmconfig
 from mmjax.train import init_from as init_from_lib
 from mmjax.train.checkpoint import Checkpointer, NoCheckpoint
 from mmjax.train.loop import Setup, train
+from mmjax.train.resume import ResumeMismatch
 
 METRIC_KEYS = {"step", "loss", "learning_rate", "grad_norm", "examples_per_sec", "step_time_ms"}
 RETRIEVAL_KEYS = {f"retrieval/{d}/recall@{k}" for d in ("image_to_text", "text_to_image") for k in (1, 5, 10)}
@@ -68,30 +69,40 @@ def test_mmjax_eval_without_the_checkpoint_is_one_line_before_anything_is_built(
     empty = tmp_path / "never_trained"
     assert cli.main(["eval", "--config", TINY, "--workdir", str(empty), *overrides]) == 1
     err = capsys.readouterr().err
-    assert f"mmjax: error: no checkpoint in {empty}/checkpoints; train first\n" in err and "Traceback" not in err
+    assert err.endswith(f"mmjax: error: no checkpoint in {empty}/checkpoints; train first\n")
     assert not empty.exists()  # refused before the run was set up: nothing written
     assert cli.main(["eval", "--config", TINY, "--workdir", str(workdir), "--step", "999", *overrides]) == 1
     err = capsys.readouterr().err
     assert re.search(
-        rf"mmjax: error: no checkpoint of step 999 in {workdir}/checkpoints \(there: \[.*\b{BASELINE_STEPS}\]\)", err
+        rf"mmjax: error: no checkpoint of step 999 in {workdir}/checkpoints \(there: (\d+, )*{BASELINE_STEPS}\)", err
     )
 
 
-def test_a_script_finds_its_evaluator_and_restores_the_newest_params(baseline_run, tmp_path):
+def test_a_script_finds_its_evaluator_and_reads_a_checkpoint_without_writing(baseline_run, tiny_config, tmp_path):
     """What the scripts that study a run build on (experiments/demo_report.py and the other reports)."""
     config, workdir, _ = baseline_run
     setup = Setup(config, jax.devices()[:1])
     assert setup.evaluator("retrieval").cfg.type == "retrieval"
     with pytest.raises(mmconfig.ConfigError, match=r"config.evals: no evaluator of type 'captioning' \(there: \["):
         setup.evaluator("captioning")
-    step, params = setup.restore_params(str(workdir))
+    files = sorted(p.relative_to(workdir) for p in workdir.rglob("*"))
+    step, params = setup.restore_params(workdir)
     assert step == BASELINE_STEPS
     saved = Checkpointer(workdir / "checkpoints", async_save=False).restore_params()
     jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)), params, saved)
-    with pytest.raises(NoCheckpoint, match="no complete checkpoint in .*; train first"):
-        setup.restore_params(str(tmp_path))
-    with pytest.raises(NoCheckpoint, match=rf"no checkpoint of step 999 in .* \(there: \[.*\b{BASELINE_STEPS}\]\)"):
-        setup.restore_params(str(workdir), 999)
+    assert setup.restore_params(workdir, BASELINE_STEPS)[0] == BASELINE_STEPS
+    assert sorted(p.relative_to(workdir) for p in workdir.rglob("*")) == files  # a reader writes nothing
+
+    never = tmp_path / "never_trained"
+    with pytest.raises(NoCheckpoint, match=f"no checkpoint in {never}/checkpoints; train first"):
+        setup.restore_params(never)
+    assert not never.exists()
+    with pytest.raises(NoCheckpoint, match=rf"no checkpoint of step 999 in .* \(there: (\d+, )*{BASELINE_STEPS}\)"):
+        setup.restore_params(workdir, 999)
+    # another model: the changed key named, not a read failure that looks like a damaged checkpoint
+    wider = Setup(tiny_config("model.embed_dim=24"), jax.devices()[:1])
+    with pytest.raises(ResumeMismatch, match=r"does not fit this config .*model.embed_dim \(16 -> 24\).*mmjax eval"):
+        wider.restore_params(workdir)
 
 
 def test_init_from_another_run_copies_params_and_a_mismatch_lists_problems(baseline_run, tiny_config):

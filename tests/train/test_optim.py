@@ -78,14 +78,14 @@ def test_frozen_tower_stays_bit_identical_while_the_other_trains(tiny_config):
 def test_a_frozen_tower_gets_no_backward_pass(tiny_config):
     """LiT's point: a locked tower costs its forward only. The compiled step of a run that freezes the image
     tower does fewer FLOPs than the same step training everything."""
-    from mmjax.train.metrics import compiled_flops
+    from mmjax.train.metrics import xla_cost_flops
 
     def step_flops(*overrides):
         setup = Setup(tiny_config(*overrides), jax.devices()[:1])
         state = setup.init_state()
         batch = jax.device_put(setup.task.step_batch(setup.config.batch_size), setup.batch_sharding)
         with setup.activations():
-            return compiled_flops(setup.step_fn.lower(state, batch).compile())
+            return xla_cost_flops(setup.step_fn.lower(state, batch).compile())
 
     trained = step_flops()
     frozen = step_flops("optim.rules=[('image_tower/.*', {'freeze': True})]")
