@@ -146,9 +146,15 @@ class Checkpointer:
         return json.loads((epath.Path(self.directory) / str(step) / "config" / "metadata").read_text())
 
     def restore_newest(
-        self, abstract_state: Any, data_iterator: Any = None, check: Callable[[int, dict], None] | None = None
+        self,
+        abstract_state: Any,
+        data_iterator: Any = None,
+        check: Callable[[int, dict], None] | None = None,
+        *,
+        params_only: bool = False,
     ) -> tuple[int | None, Any]:
-        """(step, state) of the newest checkpoint that reads back whole, or (None, None) when there is none.
+        """(step, state) of the newest checkpoint that reads back whole, or (None, None) when there is none;
+        `params_only`: (step, params), read without the optimizer state (see `restore_params`).
 
         `check(step, saved_config)` runs before each restore: what it raises (a config that does not fit) propagates.
         A step whose files are missing, truncated or unreadable is reported in one warning and the next older one
@@ -165,7 +171,10 @@ class Checkpointer:
                 if check is not None:
                     check(step, saved)
                 try:
-                    state = self.restore(step, abstract_state, data_iterator)
+                    if params_only:
+                        state = self.restore_params(step, abstract_state.params)
+                    else:
+                        state = self.restore(step, abstract_state, data_iterator)
                 except Exception as e:  # noqa: BLE001 - any failure to read a step back makes it unusable
                     _quiet_closed_loop_noise()
                     reason = _reason(e, step_dir)
@@ -210,10 +219,20 @@ class Checkpointer:
             return None
         return json.loads(saved[0].read_text())
 
-    def restore_params(self, step: int | None = None) -> Any:
-        """Only the parameters of a checkpoint (for `init_from`), as jax.Arrays placed as they were saved."""
-        restored = self.manager.restore(self.require(step), args=ocp.args.Composite(state=ocp.args.StandardRestore()))
-        return restored["state"]["params"]
+    def restore_params(self, step: int | None = None, abstract_params: Any = None) -> Any:
+        """Only the parameters of a checkpoint (default: the newest). Into the shapes and shardings of
+        `abstract_params` when given, read alone: the optimizer state (twice their size under Adam) stays on disk,
+        which is what lets a reader of a large model fit beside its data. Without it (`init_from`), as jax.Arrays
+        placed as they were saved."""
+        step = self.require(step)
+        if abstract_params is None:
+            restored = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+            return restored["state"]["params"]
+        item = {"params": abstract_params}
+        restore_args = ocp.checkpoint_utils.construct_restore_args(item)
+        args = ocp.args.PyTreeRestore(item=item, restore_args=restore_args, partial_restore=True)
+        with ocp.PyTreeCheckpointer() as reader:  # the manager's handler for `state` restores whole trees only
+            return reader.restore(epath.Path(self.directory) / str(step) / "state", args=args)["params"]
 
     def _set_aside(self, steps: list[int]) -> None:
         """Rename damaged steps newer than the one restored to `<step>.damaged`, kept for inspection: the resumed

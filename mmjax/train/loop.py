@@ -153,9 +153,9 @@ class Setup:
 
     def restore_params(self, workdir: str | os.PathLike, step: int | None = None) -> tuple[int, Any]:
         """(step, params) of a checkpoint in `workdir` (default: the newest that reads back whole), placed on this
-        mesh; run the model on them inside `activations()`. It only reads: a run still training, or storage this
-        process may not write, is fine. A config whose model does not fit the checkpoint: ResumeMismatch naming
-        the keys."""
+        mesh; run the model on them inside `activations()`. It only reads, and only the parameters (not the
+        optimizer state): a run still training, or storage this process may not write, is fine. A config whose
+        model does not fit the checkpoint: ResumeMismatch naming the keys."""
         ckpt = Checkpointer(epath.Path(workdir) / "checkpoints", read_only=True)
 
         def fits(s: int, saved: dict) -> None:
@@ -164,15 +164,15 @@ class Setup:
         try:
             with self.activations():
                 if step is None:
-                    step, state = ckpt.restore_newest(self.abstract_state, check=fits)
+                    step, params = ckpt.restore_newest(self.abstract_state, check=fits, params_only=True)
                 else:
                     fits(step, ckpt.saved_config(ckpt.require(step)))
-                    state = ckpt.restore(step, self.abstract_state)
+                    params = ckpt.restore_params(step, self.abstract_state.params)
         finally:
             ckpt.close()
         if step is None:
             raise NoCheckpoint(f"no checkpoint in {ckpt.directory}; train first")
-        return step, state.params
+        return step, params
 
 
 @contextlib.contextmanager

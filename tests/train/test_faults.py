@@ -12,6 +12,7 @@ import sys
 import time
 
 import jax
+import numpy as np
 import pytest
 from train_testing import REPO, read_metrics
 
@@ -20,7 +21,7 @@ from mmjax.config import ConfigError
 from mmjax.train import checkpoint as checkpoint_lib
 from mmjax.train.checkpoint import Checkpointer, CheckpointSaveError, NoIntactCheckpoint
 from mmjax.train.lock import LOCK_FILE, WorkdirInUse, WorkdirLock, holder_alive, process_start_time
-from mmjax.train.loop import train
+from mmjax.train.loop import Setup, train
 
 SAVE_EVERY = 2
 
@@ -194,3 +195,20 @@ def test_two_processes_preparing_one_dataset_at_once_both_succeed(tmp_path):
     assert [p.returncode for p in procs] == [0, 0], [err[-2000:] for _, err in outs]
     assert [out.strip().splitlines()[-1] for out, _ in outs] == ["200", "200"]
     assert sum("prepared mmjax_shapes in" in err for _, err in outs) == 1, "one prepared it, the other reused it"
+
+
+def test_a_reader_passes_over_a_damaged_newest_checkpoint_and_renames_nothing(runs, tiny_config, tmp_path, caplog):
+    """`mmjax eval` and the reports read the newest intact parameters; the damaged step stays where training,
+    which owns the workdir, will find it."""
+    make, _ = runs
+    make(tmp_path, 4)
+    _damage(tmp_path / "checkpoints" / "4", "truncated")
+    setup = Setup(tiny_config(f"checkpoint_every={SAVE_EVERY}", "eval_every=0"), jax.devices()[:1])
+    with caplog.at_level("WARNING"):
+        step, params = setup.restore_params(tmp_path)
+    time.sleep(0.5)  # tensorstore's late callbacks after the failed read
+    assert step == 2
+    assert any(r.getMessage().startswith("checkpoint step 4 is damaged") for r in caplog.records)
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["2", "4"]
+    saved = Checkpointer(tmp_path / "checkpoints", async_save=False, read_only=True).restore_params(2)
+    jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)), params, saved)
