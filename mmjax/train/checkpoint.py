@@ -84,7 +84,7 @@ class Checkpointer:
         self._pending: int | None = None  # the step of the save in flight
         if read_only:
             if not directory.is_dir():
-                raise NoCheckpoint(f"no checkpoint in {self.directory}; train first")
+                raise no_checkpoint(self.directory)
             options = ocp.CheckpointManagerOptions(read_only=True, create=False)
             self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=ITEMS)
             return
@@ -136,7 +136,7 @@ class Checkpointer:
         if step is None and steps:
             return steps[-1]
         if step is None:
-            raise NoCheckpoint(f"no checkpoint in {self.directory}; train first")
+            raise no_checkpoint(self.directory)
         if step not in steps:
             raise NoCheckpoint(no_step(step, self.directory, steps))
         return step
@@ -263,6 +263,10 @@ class Checkpointer:
             self.manager.close()
 
 
+def no_checkpoint(directory) -> NoCheckpoint:
+    return NoCheckpoint(f"no checkpoint in {directory}; train first")
+
+
 def no_step(step: int, directory, steps) -> str:
     """How every reader says that `step` was not saved (or not kept), naming the steps that were."""
     return f"no checkpoint of step {step} in {directory} (there: {', '.join(map(str, sorted(steps))) or 'none'})"
@@ -275,7 +279,7 @@ def check_saved(workdir: str | epath.Path, step: int | None = None) -> list[int]
     found = directory.iterdir() if directory.exists() else []
     steps = sorted((int(p.name) for p in found if p.name.isdigit()), reverse=True)
     if not steps:
-        raise NoCheckpoint(f"no checkpoint in {directory}; train first")
+        raise no_checkpoint(directory)
     if step is not None and step not in steps:
         raise NoCheckpoint(no_step(step, directory, steps))
     return steps

@@ -29,7 +29,7 @@ from mmjax import data as mmdata
 from mmjax import distributed, sharding
 from mmjax.layers.flops import function_flops
 from mmjax.train import init_from as init_from_lib
-from mmjax.train.checkpoint import Checkpointer, NoCheckpoint, check_saved
+from mmjax.train.checkpoint import Checkpointer, check_saved, no_checkpoint
 from mmjax.train.evaluate import build_evaluators, run_evaluators
 from mmjax.train.inputs import DATASET_INFO, check_splits, data_config, prepare_data
 from mmjax.train.lock import WorkdirLock
@@ -171,7 +171,7 @@ class Setup:
         finally:
             ckpt.close()
         if step is None:
-            raise NoCheckpoint(f"no checkpoint in {ckpt.directory}; train first")
+            raise no_checkpoint(ckpt.directory)
         return step, params
 
 
