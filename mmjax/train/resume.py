@@ -89,7 +89,7 @@ def check_resume(saved: Mapping, config: ml_collections.ConfigDict, info: Datase
         f"Train in a new --workdir, or start from its weights there with --config.init_from.kind=mmjax "
         f"--config.init_from.path={workdir}"
     )
-    _check_shapes(saved, config, info, changes, f"the checkpoint at step {step} in {workdir}", advice)
+    _check_shapes(saved, config, info, changes, workdir, step, advice)
     relevant = [k for k in changes if not _schedule_only(k)]
     if relevant:
         logger.warning("resuming step %d with changed keys that alter training: %s", step, _listed(changes, relevant))
@@ -104,15 +104,17 @@ def check_readable(saved: Mapping, config: ml_collections.ConfigDict, info: Data
     changes = changed_keys(saved, config.to_dict())
     if changes:
         advice = f"Read it with the config it was saved with: mmjax eval --workdir {workdir} (no --config)"
-        _check_shapes(saved, config, info, changes, f"the checkpoint at step {step} in {workdir}", advice)
+        _check_shapes(saved, config, info, changes, workdir, step, advice)
 
 
 def _listed(changes: Mapping, keys) -> str:
     return ", ".join(f"{k} ({changes[k][0]!r} -> {changes[k][1]!r})" for k in keys)
 
 
-def _check_shapes(saved: Mapping, config, info: DatasetInfo, changes: Mapping, what: str, advice: str) -> None:
+def _check_shapes(saved: Mapping, config, info: DatasetInfo, changes: Mapping, workdir: str, step: int, advice: str):
     relevant = [k for k in changes if not _schedule_only(k)]
+    if not relevant:  # schedule keys leave every shape as it was: no model to build twice
+        return
     try:
         before = state_shapes(ml_collections.ConfigDict(dict(saved)), info)
     except Exception as e:  # noqa: BLE001 - a config from another mmjax version may not build: compare keys only
@@ -124,6 +126,6 @@ def _check_shapes(saved: Mapping, config, info: DatasetInfo, changes: Mapping, w
         moved.sort(key=lambda p: not p.startswith("['params']"))  # a parameter names the change best
         example = f" (e.g. {moved[0]}: {(before or {}).get(moved[0])} saved, {now.get(moved[0])} now)" if moved else ""
         raise ResumeMismatch(
-            f"{what} does not fit this config{example}; keys changed since it was saved: "
-            f"{_listed(changes, relevant) or 'none'}. {advice}"
+            f"the checkpoint at step {step} in {workdir} does not fit this config{example}; keys changed since it "
+            f"was saved: {_listed(changes, relevant)}. {advice}"
         )
